@@ -1,0 +1,180 @@
+"""Mixture invariant training (MixIT): the unsupervised teacher.
+
+A separator with M outputs sees the sum of two mixtures, m_bar = m_a + m_b, and is trained
+so that some split of its outputs into two groups rebuilds m_a and m_b:
+    L_MixIT = min_A sum_i l(m_i, (A x_hat)_i),   A in {0,1}^{2 x M}, one 1 per column.
+It never sees a source. SURF uses it as the frozen teacher (SURF section 5, Appendix D.3-D.5).
+
+Speed. All 2^M assignments are scored at once from three small tensors computed in one pass
+over the signals (SPEC.md section 3): the outputs' Gram matrix G [B, M, M], their inner
+products with the two mixtures c [B, 2, M] and the mixtures' energies e [B, 2]. With the
+0/1 selection s of mixture i,
+    ||m_i - sum_j s_j x_j||^2 = e_i - 2 s.c_i + s^T G s.
+The best assignment is picked on those [B, 2^M] scores (no gradient); the loss (and its
+gradient) is then computed exactly at signal level for that one assignment, so there is no
+2^M-fold broadcast of the signals and no rounding from the expansion in the gradient.
+
+References
+    [MixIT] S. Wisdom et al., "Unsupervised sound separation using mixture invariant
+            training", NeurIPS 2020.
+    [SURF]  arXiv 2606.04921, Appendix D.4 (image recipe), D.5 (audio recipe).
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+
+import torch
+
+# Negative thresholded SNR soft threshold tau = 10^(-SNR_max/10) with SNR_max = 30 dB
+# (Wisdom et al. 2020).
+DEFAULT_TAU = 10 ** (-30 / 10)
+
+
+@lru_cache(maxsize=None)
+def _assignments(M: int) -> torch.Tensor:
+    """All 2^M assignments as a float tensor [2^M, M]; entry 1 sends output j to mixture b."""
+    codes = torch.arange(2 ** M)
+    return ((codes[:, None] >> torch.arange(M)[None, :]) & 1).float()
+
+
+def _check(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tensor) -> None:
+    if est.dim() < 3:
+        raise ValueError(f"est must have shape [B, M, *S], got {tuple(est.shape)}")
+    want = (est.shape[0], 1) + tuple(est.shape[2:])
+    for name, m in (("mix_a", mix_a), ("mix_b", mix_b)):
+        if tuple(m.shape) != want:
+            raise ValueError(f"{name} must have shape {want} to match est, got {tuple(m.shape)}")
+    if est.shape[1] > 16:
+        raise ValueError(f"MixIT enumerates 2^M assignments; M = {est.shape[1]} is too many")
+
+
+def neg_thresholded_snr(ref: torch.Tensor, est: torch.Tensor,
+                        tau: float = DEFAULT_TAU, eps: float = 1e-8) -> torch.Tensor:
+    """-10 log10(||y||^2 / (||y - y_hat||^2 + tau ||y||^2)), per example.  MixIT loss.
+
+    ref, est: [B, ...] -> [B]. Bounded below by 10 log10(tau) = -30 dB, so perfectly fitted
+    examples stop dominating the gradient.
+    """
+    y = ref.flatten(1).pow(2).sum(1)
+    err = (ref - est).flatten(1).pow(2).sum(1)
+    return -10 * torch.log10((y + eps) / (err + tau * y + eps))
+
+
+@torch.no_grad()
+def assignment_scores(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tensor,
+                      kind: str = "snr", tau: float = DEFAULT_TAU) -> torch.Tensor:
+    """Loss of every one of the 2^M assignments, from Gram statistics.  MixIT, SPEC.md section 3.
+
+    est: [B, M, *S]; mix_a, mix_b: [B, 1, *S] -> scores [B, 2^M]; row r of
+    ``_assignments(M)`` is the assignment scored in column r.
+    """
+    _check(est, mix_a, mix_b)
+    B, M = est.shape[:2]
+    x = est.flatten(2)                                                   # [B, M, D]
+    mixes = torch.cat([mix_a, mix_b], dim=1).flatten(2)                  # [B, 2, D]
+    gram = torch.bmm(x, x.transpose(1, 2))                               # [B, M, M]
+    cross = torch.bmm(mixes, x.transpose(1, 2))                          # [B, 2, M]
+    energy = mixes.pow(2).sum(-1)                                        # [B, 2]
+    a = _assignments(M).to(est)                                          # [R, M]
+    sel = torch.stack([1 - a, a], dim=1)                                 # [R, 2, M]
+    quad = torch.einsum("rim,bmn,rin->bri", sel, gram, sel)              # [B, R, 2]
+    lin = torch.einsum("rim,bim->bri", sel, cross)                       # [B, R, 2]
+    err = (energy[:, None, :] - 2 * lin + quad).clamp_min(0)             # [B, R, 2]
+    if kind == "mse":
+        return err.sum(-1)
+    if kind == "snr":
+        e = energy[:, None, :]
+        return (-10 * torch.log10((e + 1e-8) / (err + tau * e + 1e-8))).sum(-1)
+    raise ValueError(f"unknown MixIT loss {kind!r}; use 'snr' (audio) or 'mse' (images)")
+
+
+def remix_outputs(est: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
+    """A x_hat: sum the outputs sent to each mixture.
+
+    est: [B, M, *S]; assignment: [B, M] in {0, 1} (1 = mixture b) -> [B, 2, *S].
+    """
+    a = assignment.to(est.dtype).reshape(assignment.shape + (1,) * (est.dim() - 2))
+    return torch.cat([((1 - a) * est).sum(1, keepdim=True), (a * est).sum(1, keepdim=True)], 1)
+
+
+def mixit_loss(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tensor, kind: str = "snr",
+               tau: float = DEFAULT_TAU):
+    """MixIT loss min_A sum_i l(m_i, (A x_hat)_i) over all 2^M assignments.  Wisdom et al. (2020).
+
+    est: [B, M, *S] separator outputs for m_a + m_b; mix_a, mix_b: [B, 1, *S].
+    ``kind``: "snr" (negative thresholded SNR, audio) or "mse" (squared error as a mean over
+    elements, images; SURF D.4). Returns ``(loss [B], assignment [B, M] long)``, assignment
+    1 meaning "output j rebuilds mix_b".
+    """
+    best = assignment_scores(est, mix_a, mix_b, kind, tau).argmin(dim=1)      # [B]
+    assignment = _assignments(est.shape[1]).to(est.device)[best].long()      # [B, M]
+    remixed = remix_outputs(est, assignment)                                 # [B, 2, *S]
+    if kind == "mse":
+        loss = (remixed - torch.cat([mix_a, mix_b], 1)).pow(2).flatten(1).mean(1)
+    else:
+        loss = (neg_thresholded_snr(mix_a, remixed[:, :1], tau)
+                + neg_thresholded_snr(mix_b, remixed[:, 1:], tau))
+    return loss, assignment
+
+
+def mixture_consistency(est: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
+    """Project estimates so they sum to the mixture: x_hat + (m - sum_k x_hat_k)/K.
+
+    est: [B, K, *S]; m: [B, 1, *S] -> [B, K, *S] with ``out.sum(1) == m``. This is the
+    orthogonal projection onto {x : sum_k x_k = m} (Wisdom et al. 2019, unweighted).
+    """
+    if m.shape[1] != 1 or m.shape[0] != est.shape[0] or m.shape[2:] != est.shape[2:]:
+        raise ValueError(f"m must have shape [B, 1, *S] matching est {tuple(est.shape)}, "
+                         f"got {tuple(m.shape)}")
+    return est + (m - est.sum(1, keepdim=True)) / est.shape[1]
+
+
+def sample_mixtures_of_mixtures(signals: torch.Tensor, recipe: str = "image",
+                                generator: torch.Generator | None = None):
+    """Build MixIT training inputs from four independent signals per example.
+
+    signals: [B, 4, *S], already scaled as the task's sources (halved images for the
+    averaged image mixtures, so that the sum rule SURF (1) holds). Returns
+    ``(mix_a, mix_b, n_sources)`` with mix_a, mix_b [B, 1, *S] and n_sources [B, 2] long.
+      * ``"image"`` (SURF D.4, Wisdom et al.): each mixture is one signal or the sum of two
+        with probability 1/2, so m_a + m_b has 2, 3 or 4 sources w.p. 25/50/25 %.
+      * ``"audio"`` (SURF D.5): both mixtures hold two sources; no single-source mixture.
+    """
+    if signals.dim() < 3 or signals.shape[1] != 4:
+        raise ValueError(f"signals must have shape [B, 4, *S], got {tuple(signals.shape)}")
+    B = signals.shape[0]
+    if recipe == "image":
+        second = torch.rand(B, 2, generator=generator, device=signals.device) < 0.5
+    elif recipe == "audio":
+        second = torch.ones(B, 2, dtype=torch.bool, device=signals.device)
+    else:
+        raise ValueError(f"unknown recipe {recipe!r}; use 'image' or 'audio'")
+    keep = second.to(signals.dtype).reshape(B, 2, *([1] * (signals.dim() - 2)))
+    mix_a = signals[:, 0:1] + keep[:, 0:1] * signals[:, 1:2]
+    mix_b = signals[:, 2:3] + keep[:, 1:2] * signals[:, 3:4]
+    return mix_a, mix_b, 1 + second.long()
+
+
+def merge_outputs(est: torch.Tensor, K: int) -> torch.Tensor:
+    """Reduce M outputs to K, keeping their sum: the SPEC.md section 4 Decision for images.
+
+    est: [B, M, *S] -> [B, K, *S] with ``out.sum(1) == est.sum(1)``. The K most energetic
+    outputs are kept (in their original order); every other output is added to the kept
+    output it is most similar to (cosine similarity). A MixIT teacher with M = 4 outputs can
+    so feed a K = 2 flow and the remixing of SURF Algorithm 1.
+    """
+    B, M = est.shape[:2]
+    if K > M:
+        raise ValueError(f"cannot merge {M} outputs into K = {K} > M")
+    if K == M:
+        return est
+    x = est.flatten(2)                                                   # [B, M, D]
+    energy = x.pow(2).sum(-1)                                            # [B, M]
+    keep = energy.topk(K, dim=1).indices.sort(dim=1).values              # [B, K]
+    kept = torch.gather(x, 1, keep[:, :, None].expand(-1, -1, x.shape[-1]))   # [B, K, D]
+    sim = torch.bmm(x, kept.transpose(1, 2))                             # [B, M, K]
+    sim = sim / (kept.norm(dim=-1)[:, None, :] + 1e-12)
+    route = sim.argmax(dim=-1)                                           # [B, M]
+    route.scatter_(1, keep, torch.arange(K, device=est.device).expand(B, K))  # kept -> self
+    weights = torch.nn.functional.one_hot(route, K).to(est.dtype)        # [B, M, K]
+    return torch.einsum("bmk,bmd->bkd", weights, x).reshape(B, K, *est.shape[2:])
