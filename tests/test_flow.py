@@ -140,6 +140,21 @@ def test_exact_velocity_separates_a_toy_mixture(gen):
     assert snr > 30
 
 
+def test_pit_at_zero_is_the_argmin_of_surf_21(gen):
+    """sigma = argmin_Gamma ||v(x0, 0, m) - (Gamma x1 - x0)||^2, checked against brute force."""
+    import itertools
+    B, K = 32, 3
+    x1 = torch.randn(B, K, 10, generator=gen, dtype=torch.float64)
+    m = x1.sum(1, keepdim=True)
+    x0 = initial_state(m, K, sigma=3.0, generator=gen)     # large noise: x0 matters
+    v0 = zero_sum(torch.randn(B, K, 10, generator=gen, dtype=torch.float64))
+    perm = flow.pit_at_zero(lambda x, t, m_: v0, x0, x1, m)
+    cost = torch.stack([(v0 - (x1[:, list(p)] - x0)).pow(2).flatten(1).sum(1)
+                        for p in itertools.permutations(range(K))], 1)
+    found = (v0 - (apply_permutation(x1, perm) - x0)).pow(2).flatten(1).sum(1)
+    torch.testing.assert_close(found, cost.min(1).values)
+
+
 def test_floss_loss_is_zero_for_the_straight_line_to_a_permutation(gen):
     # The velocity of the straight line to sigma* x1 is the exact target once PIT at t = 0
     # has picked sigma*; any other choice of permutation leaves a residual.
