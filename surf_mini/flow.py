@@ -368,3 +368,54 @@ def gmm_velocity(atoms: torch.Tensor, s: float, sigma: float = 1.0) -> VelocityF
         return u.reshape(x_t.shape)
 
     return velocity
+
+
+# --------------------------------------------------------------------------------------
+# Demo: python -m surf_mini.flow
+# --------------------------------------------------------------------------------------
+
+def _demo(B: int = 512, A: int = 6, K: int = 2, D: int = 64, s: float = 0.02,
+          seed: int = 0) -> list[dict]:
+    """Separate toy two-source mixtures with the exact velocity field, for each schedule.
+
+    The sources are ordered pairs of distinct random atoms plus a little jitter (the prior
+    of ``gmm_velocity``). Nothing is trained: the point is the sampler, the start state,
+    mixture consistency and PIT, checked on a problem whose exact velocity is known.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    atoms = torch.randn(A, D, generator=gen, dtype=torch.float64)
+    idx = torch.stack([torch.randperm(A, generator=gen)[:K] for _ in range(B)])   # [B, K]
+    x1 = atoms[idx] + s * torch.randn(B, K, D, generator=gen, dtype=torch.float64)
+    m = x1.sum(1, keepdim=True)                                           # [B, 1, D]
+    velocity = gmm_velocity(atoms, s)
+    rows = []
+    for name, schedule in (("one step", 1), ("FLOSS 5-step", "floss5"), ("linear 25", 25)):
+        x0 = initial_state(m, K, generator=gen)
+        out, traj = euler_sample(velocity, m, K, schedule, x0=x0, return_trajectory=True)
+        aligned = apply_permutation(x1, best_permutation(out, x1))
+        snr = 10 * torch.log10(x1.pow(2).flatten(1).sum(1) / (out - aligned).pow(2).flatten(1).sum(1))
+        rows.append(dict(schedule=name, nfe=len(traj) - 1,
+                         snr_db=float(snr.median()),
+                         consistency=max(float((x.sum(1, keepdim=True) - m).abs().max())
+                                         for x in traj)))
+    # the mixture itself, split evenly, as the "no separation" reference point
+    even = (m / K).expand_as(x1)
+    base = 10 * torch.log10(x1.pow(2).flatten(1).sum(1) / (even - x1).pow(2).flatten(1).sum(1))
+    rows.append(dict(schedule="x0 mean (m/K)", nfe=0, snr_db=float(base.median()), consistency=0.0))
+    return rows
+
+
+if __name__ == "__main__":
+    import time
+
+    start = time.perf_counter()
+    print("surf_mini demo: separating 512 toy 2-source mixtures with the exact FLOSS velocity")
+    print("field (FLOSS (13)) and the Euler sampler; SNR after PIT alignment, median over")
+    print("mixtures; consistency = max |sum_k x_k - m| over every Euler state.\n")
+    print("| sampler | NFE | SNR (dB) | max consistency error |")
+    print("|---|---|---|---|")
+    for r in _demo():
+        print(f"| {r['schedule']} | {r['nfe']} | {r['snr_db']:.1f} | {r['consistency']:.1e} |")
+    print("\nOne step of the exact field lands on the posterior mean, which averages the two")
+    print("orderings of the sources; that is why FLOSS trains with PIT at t = 0 (FLOSS (17)).")
+    print(f"done in {time.perf_counter() - start:.1f} s")
