@@ -284,7 +284,7 @@ def step_sizes(schedule: int | str | Sequence[float] = "floss5") -> torch.Tensor
 
 
 def time_grid(schedule: int | str | Sequence[float] = "floss5") -> torch.Tensor:
-    """Times t_0 = 0 < t_1 < ... < t_N = 1 of the Euler sampler (float64 [N + 1])."""
+    """Times t_0 = 0 < t_1 < ... < t_N = 1 of the Euler sampler (float64 [N + 1]).  FLOSS section 4.4."""
     grid = torch.cat([torch.zeros(1, dtype=torch.float64), step_sizes(schedule).cumsum(0)])
     grid[-1] = 1.0  # the sizes sum to 1 up to rounding; end exactly at t = 1
     return grid

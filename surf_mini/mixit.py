@@ -89,7 +89,7 @@ def assignment_scores(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tenso
 
 
 def remix_outputs(est: torch.Tensor, assignment: torch.Tensor) -> torch.Tensor:
-    """A x_hat: sum the outputs sent to each mixture.
+    """A x_hat: sum the outputs sent to each mixture (the remix inside the MixIT loss).
 
     est: [B, M, *S]; assignment: [B, M] in {0, 1} (1 = mixture b) -> [B, 2, *S].
     """

@@ -111,3 +111,22 @@ def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
     perm: [B, K] (or [N]) long -> same shape.
     """
     return torch.argsort(perm, dim=-1)
+
+
+def pit_loss(est: torch.Tensor, ref: torch.Tensor, kind: str = "log",
+             eps: float = 1e-8) -> torch.Tensor:
+    """Supervised PIT loss L(x, x_hat) = min_sigma l(x_hat, sigma x).  SURF (3).
+
+    est, ref: [B, K, *S] -> per-example loss [B].
+      * ``"log"``: l = 10 log10 ||x - x_hat||^2 over the whole K-tuple, the supervised
+                   regression baseline of SURF section 5.1 (its argmin is the squared-error
+                   one, so ``best_permutation`` finds it);
+      * ``"mse"``: l = ||x - x_hat||^2 as a mean over elements.
+    """
+    aligned = apply_permutation(ref, best_permutation(est, ref))        # sigma x
+    sq = (est - aligned).pow(2).flatten(1)
+    if kind == "mse":
+        return sq.mean(1)
+    if kind == "log":
+        return 10 * torch.log10(sq.sum(1) + eps)
+    raise ValueError(f"unknown PIT loss {kind!r}; use 'log' or 'mse'")

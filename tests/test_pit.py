@@ -90,3 +90,18 @@ def test_bad_shapes_raise_clear_errors():
         pairwise_cost(torch.zeros(2, 3, 4), torch.zeros(2, 2, 4))
     with pytest.raises(ValueError, match="perm must have shape"):
         apply_permutation(torch.zeros(2, 3, 4), torch.zeros(2, 2, dtype=torch.long))
+
+
+def test_pit_loss_is_the_minimum_over_permutations(gen):
+    est = torch.randn(8, 3, 20, generator=gen, dtype=torch.float64, requires_grad=True)
+    ref = torch.randn(8, 3, 20, generator=gen, dtype=torch.float64)
+    best = brute_force_best_cost(est.detach(), ref)
+    torch.testing.assert_close(pit.pit_loss(est, ref, "log"), 10 * torch.log10(best + 1e-8))
+    torch.testing.assert_close(pit.pit_loss(est, ref, "mse"), best / 60)
+    pit.pit_loss(est, ref).sum().backward()
+    assert est.grad.abs().sum() > 0
+    # a permuted exact copy has zero error
+    perm = torch.tensor([[1, 2, 0]]).expand(8, 3)
+    assert pit.pit_loss(apply_permutation(ref, perm), ref, "mse").max() == 0
+    with pytest.raises(ValueError, match="PIT loss"):
+        pit.pit_loss(est, ref, "l1")
