@@ -8,6 +8,7 @@ MixIT, ReMixIT and Self-Remixing. One module per concept:
     remix.py   batch shuffle Pi, remixed mixtures, ReMixIT / Self-Remixing / SURF losses
     mixit.py   MixIT loss, mixture consistency, mixtures of mixtures
     ema.py     EMA teacher, beta schedule, hybrid MixIT/flow teacher sampler
+    ncsn.py    NCSN-style U-Net: equivariant velocity network and regression separator (images)
 
 The math is in SPEC.md (shared with the papers' equation numbers); every function cites the
 equation it implements.
