@@ -28,10 +28,14 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, alpha: float)
     """theta_T <- alpha theta_T + (1 - alpha) theta, in place.  SURF Algorithm 1, line 16.
 
     Floating-point parameters and buffers are averaged; integer buffers (counters) are
-    copied. ``alpha = 0`` copies the student, ``alpha = 1`` freezes the teacher.
+    copied. ``alpha = 0`` copies the student, ``alpha = 1`` freezes the teacher. Either
+    module may be a ``torch.compile`` wrapper.
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"EMA decay alpha must be in [0, 1], got {alpha}")
+    # torch.compile wraps a module and prefixes its parameter names with "_orig_mod."
+    teacher = getattr(teacher, "_orig_mod", teacher)
+    student = getattr(student, "_orig_mod", student)
     t_params = dict(teacher.named_parameters())
     for name, p in student.named_parameters():
         t_params[name].lerp_(p.detach(), 1.0 - alpha)

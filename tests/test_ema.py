@@ -36,6 +36,18 @@ def test_ema_update(gen):
         ema_update(t, s, 1.5)
 
 
+def test_ema_update_unwraps_compiled_modules(gen):
+    s, t = nets(gen)
+
+    class Wrapper(torch.nn.Module):  # what torch.compile returns: the module as _orig_mod
+        def __init__(self, mod):
+            super().__init__()
+            self._orig_mod = mod
+
+    ema_update(Wrapper(t), s, 0.0)
+    torch.testing.assert_close(t[0].weight, s[0].weight)
+
+
 def test_beta_schedule():
     assert beta_at(0, 100) == 1.0
     assert beta_at(50, 100) == 0.5
