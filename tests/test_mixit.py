@@ -2,7 +2,6 @@
 import pytest
 import torch
 
-from surf_mini import mixit
 from surf_mini.mixit import (assignment_scores, merge_outputs, mixit_loss, mixture_consistency,
                              neg_thresholded_snr, sample_mixtures_of_mixtures)
 
