@@ -31,7 +31,7 @@ References
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 import torch
 from torch import nn
@@ -42,7 +42,7 @@ from .mixit import mixture_consistency
 
 @dataclass
 class NCSNConfig:
-    """Architecture of ``NCSN``; it travels inside checkpoints (``asdict``).
+    """Architecture of ``NCSN``; it travels inside checkpoints (``dataclasses.asdict``).
 
     channels:     image channels C (1 for MNIST, 3 for CIFAR-10).
     num_sources:  K, the number of outputs.
@@ -209,27 +209,30 @@ class NCSN(nn.Module):
         self.tail = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(), nn.Conv2d(ch, c, 3, padding=1))
         self.downsamplings = len(chans) - 1
 
+    @staticmethod
+    def _layer(blk: nn.Module, h: torch.Tensor, emb: torch.Tensor, K: int) -> torch.Tensor:
+        """One layer of the body: residual blocks take the embedding, attention takes K."""
+        if isinstance(blk, ResBlock):
+            return blk(h, emb, K)
+        if isinstance(blk, SourcePixelAttention):
+            return blk(h, K)
+        return blk(h)                                                  # resampling
+
     def _run(self, h: torch.Tensor, emb: torch.Tensor, K: int) -> torch.Tensor:
         """The U-Net body on [B*K, in_ch, H, W] with per-row embeddings emb [B*K, E]."""
         h = self.head(h)
         hs = [h]
         for blocks in self.down:
             for blk in blocks:
-                if isinstance(blk, ResBlock):
-                    h = blk(h, emb, K)
-                elif isinstance(blk, SourcePixelAttention):
-                    h = blk(h, K)
-                else:
-                    h = blk(h)                                         # downsampling conv
+                h = self._layer(blk, h, emb, K)
             hs.append(h)
-        h = self.mid[2](self.mid[1](self.mid[0](h, emb, K), K), emb, K)
+        for blk in self.mid:
+            h = self._layer(blk, h, emb, K)
         for blocks in self.up:
-            if isinstance(blocks[0], ResBlock):
-                h = blocks[0](torch.cat([h, hs.pop()], dim=1), emb, K)
-                if len(blocks) > 1:
-                    h = blocks[1](h, K)
-            else:
-                h = blocks[1](blocks[0](h))                            # upsample
+            if isinstance(blocks[0], ResBlock):                        # U-Net skip connection
+                h = torch.cat([h, hs.pop()], dim=1)
+            for blk in blocks:
+                h = self._layer(blk, h, emb, K)
         return self.tail(h)
 
     def _check(self, m: torch.Tensor) -> None:
@@ -262,12 +265,3 @@ class NCSN(nn.Module):
         est = self._run(inp, emb, K).unflatten(0, (B, K))                    # [B, K, C, H, W]
         return mixture_consistency(est, m) if self.config.consistency else est
 
-
-def build(config: NCSNConfig) -> NCSN:
-    """Construct the network from a config (e.g. ``NCSNConfig(**ckpt["config"])``)."""
-    return NCSN(config)
-
-
-def config_dict(config: NCSNConfig) -> dict:
-    """The config as plain data, for checkpoints."""
-    return asdict(config)

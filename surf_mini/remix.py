@@ -27,7 +27,7 @@ import torch
 
 from .flow import (VelocityFn, flow_loss, initial_state, interpolate, pit_at_zero,
                    sample_time)
-from .pit import apply_permutation, best_permutation, invert_permutation
+from .pit import apply_permutation, best_permutation, invert_permutation, pit_loss
 
 
 def mix(x: torch.Tensor) -> torch.Tensor:
@@ -75,8 +75,7 @@ def remixit_loss(est: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
     targets: the shuffled teacher estimates X_tilde, [B, K, *S] -> per-example loss [B]
     (mean over elements).
     """
-    upsilon = best_permutation(est, targets)                             # [B, K]
-    return (est - apply_permutation(targets, upsilon)).pow(2).flatten(1).mean(1)
+    return pit_loss(est, targets, kind="mse")                            # PIT, then (16)
 
 
 def self_remixing_loss(est: torch.Tensor, targets: torch.Tensor, pi: torch.Tensor,
