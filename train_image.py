@@ -83,7 +83,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mode", choices=MODES)
     p.add_argument("--net", choices=("cpu", "paper"), help="NCSN preset (ncsn.PRESETS)")
     p.add_argument("--steps", type=int, help="optimizer steps of the mode's own stage")
-    p.add_argument("--teacher-steps", type=int, help="optimizer steps of the MixIT teacher stage")
+    p.add_argument("--teacher-steps", type=int,
+                   help="optimizer steps of the MixIT teacher stage of remixit/selfremix/rm/sr")
     p.add_argument("--teacher", help="MixIT checkpoint to use instead of training one")
     p.add_argument("--batch", type=int, help="mixtures per step (B)")
     p.add_argument("--lr", type=float, help="peak AdamW learning rate")
@@ -182,7 +183,7 @@ class Stage:
         torch.manual_seed(seed + 2)                                         # init, dropout
         self.net = NCSN(config).to(device)
         self.teacher = teacher                       # frozen MixIT network (stages after mixit)
-        self.total = args.teacher_steps if name == "mixit" else args.steps
+        self.total = args.steps if name == args.mode else args.teacher_steps   # own stage: --steps
         self.step = 0
         self.g_data = torch.Generator().manual_seed(seed)                  # data draws (CPU)
         self.g_alg = torch.Generator(device=device).manual_seed(seed + 1)  # noise, t, shuffles
@@ -399,18 +400,18 @@ def main(argv=None) -> dict:
     test_images, _ = D.pad_to_multiple(test_images, div)
     os.makedirs(args.out, exist_ok=True)
 
-    logs, teacher = [], None
+    logs, teacher, teacher_steps = [], None, 0
     if args.mode in NEEDS_TEACHER:
         if args.teacher:
             ckpt = read_checkpoint(args.teacher)
             if ckpt["stage"] != "mixit":
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} "
                                  f"checkpoint, not a MixIT one")
-            teacher = network_from(ckpt).to(device)
+            teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
         else:
             cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
             stage, log = run_stage("mixit", cfg, args, device, train_images)
-            teacher, logs = stage.ema, logs + [log]
+            teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
         teacher = teacher.eval().requires_grad_(False)
     if args.mode in ("mixit", "remixit", "selfremix"):
         cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
@@ -425,8 +426,8 @@ def main(argv=None) -> dict:
     t_eval = time.time()
     rows, est = evaluate(args, device, stage.ema, teacher if args.mode in ("rm", "sr") else None,
                          m, src, size)
-    own = (args.teacher_steps if args.mode in NEEDS_TEACHER and not args.teacher else 0)
-    budget = (f"{own} MixIT + {args.steps} steps" if own else f"{args.steps} steps") + f", B={args.batch}"
+    budget = (f"{teacher_steps} MixIT + {args.steps} steps" if teacher_steps else f"{args.steps} steps")
+    budget += f", B={args.batch}"
     for r in rows:
         r["budget"] = budget
     result = {"dataset": args.dataset, "mode": args.mode, "net": args.net,

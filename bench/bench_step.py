@@ -1,0 +1,139 @@
+"""Time of one training step of train_image.py for every mode, and SURF's cost over its floor.
+
+    python bench/bench_step.py [--net cpu] [--batch 32] [--compile-modes sr,sup-flow]
+
+A step is exactly what train_image.py runs (``stage_loss``, backward, clipping, AdamW, EMA
+update), on random MNIST-shaped images (28x28, padded to the network's multiple; speed does
+not depend on the pixels). SURF modes are timed at beta = 0, the steady state where the
+teacher is the EMA flow (5 Euler forwards); while beta > 0 the teacher is cheaper.
+
+SURF's floor, timed separately in the same run on the same batch:
+  teacher sampling  5-step Euler of the EMA flow under no_grad      (Algorithm 1, line 4)
+  PIT forward       one no_grad forward of the student at t = 0      (line 8, SURF (21))
+  forward/backward  one forward and backward of the student          (lines 10-15)
+ratio = step / (sum of the three): what the remixing, PIT search and bookkeeping add.
+
+``--compile-modes``: modes also timed with ``--compile`` (torch.compile on the trained and
+EMA networks); first-call compile time is reported apart from the steady-state step.
+"""
+import argparse
+import os
+import sys
+import tempfile
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import train_image as T  # noqa: E402
+from _timing import median_time  # noqa: E402
+from surf_mini.data import pad_to_multiple  # noqa: E402
+from surf_mini.flow import euler_sample, initial_state  # noqa: E402
+from surf_mini.ncsn import NCSN, make_config  # noqa: E402
+
+
+def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bool):
+    args = T.parse_args(["--mode", mode, *args_list] + (["--compile"] if compile_ else []))
+    C = images.shape[1]
+    teacher = None
+    if mode in T.NEEDS_TEACHER:
+        teacher = NCSN(make_config(args.net, C, T.MIXIT_OUTPUTS, "regression")).to(device)
+        teacher = teacher.eval().requires_grad_(False)
+    kind = ("regression" if mode in ("mixit", "remixit", "selfremix", "sup-reg") else "flow")
+    K = T.MIXIT_OUTPUTS if mode in ("mixit", "remixit", "selfremix") else T.K
+    stage = T.Stage(mode, make_config(args.net, C, K, kind), args, device, images, teacher)
+    stage.step = args.beta_steps                                          # beta = 0 for SURF
+    return stage
+
+
+def step_fn(stage):
+    def step():
+        loss = T.stage_loss(stage)
+        stage.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
+        stage.opt.step()
+        T.ema_update(stage.ema, stage.net, stage.args.ema)
+        if stage.device.type == "cuda":
+            torch.cuda.synchronize()
+    return step
+
+
+def floor_parts(stage, B: int):
+    """The three timed pieces of SURF's floor on one batch of mixtures."""
+    m = stage.mixtures.mixtures(B).to(stage.device)
+    K = stage.net.config.num_sources
+    sync = torch.cuda.synchronize if stage.device.type == "cuda" else (lambda: None)
+
+    def teacher():
+        with torch.no_grad():
+            euler_sample(stage.ema_fwd, m, K, "floss5", x0=initial_state(m, K))
+        sync()
+
+    def pit_forward():
+        with torch.no_grad():
+            stage.fwd(initial_state(m, K), torch.zeros(B, device=m.device), m)
+        sync()
+
+    def fwd_bwd():
+        x = initial_state(m, K)
+        stage.fwd(x, torch.rand(B, device=m.device), m).pow(2).mean().backward()
+        stage.net.zero_grad(set_to_none=True)
+        sync()
+    return {"teacher sampling (5 fwd)": teacher, "PIT forward": pit_forward, "fwd/bwd": fwd_bwd}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--net", default="cpu", choices=("cpu", "paper"))
+    p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--modes", default=",".join(T.MODES))
+    p.add_argument("--compile-modes", default="sr", help="comma list, or '' for none")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    a = p.parse_args()
+    device = torch.device(a.device)
+    torch.manual_seed(0)
+    images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28),
+                                2 ** (len(make_config(a.net, 1, 2, "flow").ch_mult) - 1))
+    out = tempfile.mkdtemp()
+    common = ["--net", a.net, "--batch", str(a.batch), "--out", out, "--device", a.device]
+    print(f"# one training step, MNIST-shaped, net={a.net}, B={a.batch}, {device}, "
+          f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
+    print("| mode | step (ms) | floor (ms) | step / floor | floor parts (ms) |")
+    print("|---|---|---|---|---|")
+    eager = {}
+    for mode in a.modes.split(","):
+        stage = build(mode, common, images, device, False)
+        eager[mode] = median_time(step_fn(stage), a.repeats, warmup=2)
+        floor, parts = "", ""
+        if mode in ("rm", "sr"):
+            t = {k: median_time(fn, a.repeats, warmup=2) for k, fn in floor_parts(stage, a.batch).items()}
+            total = sum(t.values())
+            floor = f"{1e3 * total:.0f} | {eager[mode] / total:.2f}"
+            parts = ", ".join(f"{k} {1e3 * v:.0f}" for k, v in t.items())
+        else:
+            floor = "- | -"
+        print(f"| {mode} | {1e3 * eager[mode]:.0f} | {floor} | {parts} |", flush=True)
+
+    modes = [m for m in a.compile_modes.split(",") if m]
+    if modes:
+        print("\n| mode | eager step (ms) | compiled step (ms) | speedup | first compiled steps (s) |")
+        print("|---|---|---|---|---|")
+    for mode in modes:
+        stage = build(mode, common, images, device, True)
+        step = step_fn(stage)
+        t0 = time.perf_counter()
+        step()
+        step()                                   # both train and no_grad graphs are compiled
+        first = time.perf_counter() - t0
+        comp = median_time(step, a.repeats, warmup=1)
+        base = eager.get(mode) or median_time(step_fn(build(mode, common, images, device, False)),
+                                              a.repeats, warmup=2)
+        print(f"| {mode} | {1e3 * base:.0f} | {1e3 * comp:.0f} | {base / comp:.2f}x | {first:.0f} |",
+              flush=True)
+
+
+if __name__ == "__main__":
+    main()
