@@ -115,9 +115,25 @@ def test_ssim_properties(gen):
         ssim(torch.rand(1, 1, 8, 8), torch.rand(1, 1, 8, 8))
 
 
-def test_matching_finds_the_swap(gen):
-    ref = torch.rand(4, 2, 1, 12, 12, generator=gen)
-    est = ref.flip(1) + 0.01 * torch.randn(ref.shape, generator=gen)
+def test_ssim_equals_a_direct_window_by_window_computation(gen):
+    x = torch.rand(1, 1, 13, 12, generator=gen, dtype=torch.float64)
+    y = (x + 0.3 * torch.rand(x.shape, generator=gen, dtype=torch.float64)).clamp(0, 1)
+    g1 = torch.exp(-(torch.arange(11, dtype=torch.float64) - 5) ** 2 / (2 * 1.5 ** 2))
+    w = torch.outer(g1, g1) / torch.outer(g1, g1).sum()                  # 11x11 Gaussian, sigma 1.5
+    c1, c2, vals = 0.01 ** 2, 0.03 ** 2, []
+    for i in range(13 - 10):                                              # every valid window
+        for j in range(12 - 10):
+            a, b = x[0, 0, i:i + 11, j:j + 11], y[0, 0, i:i + 11, j:j + 11]
+            ma, mb = (w * a).sum(), (w * b).sum()
+            va, vb = (w * (a - ma) ** 2).sum(), (w * (b - mb) ** 2).sum()
+            cov = (w * (a - ma) * (b - mb)).sum()
+            vals.append((2 * ma * mb + c1) * (2 * cov + c2) / ((ma ** 2 + mb ** 2 + c1) * (va + vb + c2)))
+    assert ssim(x, y).item() == pytest.approx(torch.stack(vals).mean().item(), abs=1e-12)
+
+
+def test_matching_finds_the_permutation(gen):
+    ref = torch.rand(4, 3, 1, 12, 12, generator=gen)
+    est = ref[:, [1, 2, 0]] + 0.01 * torch.randn(ref.shape, generator=gen)   # a 3-cycle
     assert (match_by_psnr(est, ref) - ref).abs().max() < 0.05
     # breaking the matching (identity) is visibly worse
     assert psnr(est, ref).mean() < psnr(match_by_psnr(est, ref), ref).mean() - 10
