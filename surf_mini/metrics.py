@@ -14,12 +14,17 @@ Matching outputs to references before scoring:
       - "merged": ``mixit.merge_outputs`` reduces the M outputs to K without looking at any
         reference (what SURF's teacher feeds the student), then PIT as above.
 
-Audio metrics (SI-SDR, PESQ, ESTOI, FUSS multi-source scores) join this module with the
-audio pipeline.
+Audio (SURF D.2): SI-SDR and its improvement over the mixture (Le Roux et al. 2019), PESQ
+wide-band (``pesq``) and ESTOI (``pystoi``, extended=True). None of them returns NaN or raises
+on silence; what each returns for a silent (all-zero) reference or estimate is stated in its
+docstring. The FUSS multi-source scores join them with the audio pipeline.
 """
 from __future__ import annotations
 
 import itertools
+import warnings
+
+import numpy as np
 
 import torch
 
@@ -137,3 +142,91 @@ def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merg
     ref = to_images(sources)
     est = match_by_psnr(to_images(est), ref)
     return {"psnr": psnr(est, ref), "ssim": ssim(est, ref)}
+
+
+# --------------------------------------------------------------------------------------
+# Audio
+# --------------------------------------------------------------------------------------
+
+SI_SDR_FLOOR = 1e-10        # regularizer of the cosine form: SI-SDR lies in [-100, 100] dB
+
+
+def si_sdr(est: torch.Tensor, ref: torch.Tensor, zero_mean: bool = True) -> torch.Tensor:
+    """Scale-invariant SDR in dB.  Le Roux et al. (2019), eq. (3); SURF D.2.
+
+    est, ref: [..., T] -> [...]. With alpha = <est, ref> / ||ref||^2 (the optimal scale),
+    ||alpha ref||^2 / ||alpha ref - est||^2 = rho^2 / (1 - rho^2), rho the cosine similarity
+    of est and ref. We compute that cosine form, the robust one FUSS uses (Wisdom et al.
+    2021): 10 log10((rho^2 + f) / (1 - rho^2 + f)), f = 1e-10, so the value lies in
+    [-100, 100] dB and is exactly invariant to rescaling either signal.
+    Silence: an all-zero estimate or reference has rho = 0 and scores -100 dB (nothing of the
+    reference is recovered; a silent reference makes the metric undefined, and FUSS-style
+    scoring leaves such references out). Means are removed first (``zero_mean``).
+    """
+    if est.shape != ref.shape:
+        raise ValueError(f"est and ref must have the same shape [..., T], got "
+                         f"{tuple(est.shape)} and {tuple(ref.shape)}")
+    est, ref = est.double(), ref.double()          # long signals: float32 sums lose digits
+    if zero_mean:
+        est = est - est.mean(-1, keepdim=True)
+        ref = ref - ref.mean(-1, keepdim=True)
+    cross = (est * ref).sum(-1)
+    energy = est.pow(2).sum(-1) * ref.pow(2).sum(-1)
+    rho2 = torch.where(energy > 0, cross.pow(2) / energy.clamp_min(1e-300), torch.zeros_like(energy))
+    rho2 = rho2.clamp(0.0, 1.0)
+    return (10 * torch.log10((rho2 + SI_SDR_FLOOR) / (1 - rho2 + SI_SDR_FLOOR))).float()
+
+
+def si_sdr_improvement(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor) -> torch.Tensor:
+    """SI-SDRi = SI-SDR(est, ref) - SI-SDR(mix, ref).  SURF D.2 (FUSS "KSi").
+
+    est, ref: [B, K, T]; mix: [B, 1, T] (broadcast over K) -> [B, K].
+    """
+    return si_sdr(est, ref) - si_sdr(mix.expand_as(ref), ref)
+
+
+def _silent(x: np.ndarray) -> bool:
+    return not np.isfinite(x).all() or float(np.abs(x).max(initial=0.0)) == 0.0
+
+
+PESQ_FLOOR = 1.0            # below the wide-band MOS-LQO range (about 1.04 to 4.64)
+
+
+def pesq_wb(est: torch.Tensor, ref: torch.Tensor, sample_rate: int = 16000) -> float:
+    """Wide-band PESQ (ITU-T P.862.2) of one estimate against its reference, via ``pesq``.
+
+    est, ref: [T] at 16 kHz (the only rate wide-band PESQ defines; resample first). Returns
+    the MOS-LQO. Silence: when either signal is all-zero, or PESQ finds no utterance in the
+    reference, returns ``PESQ_FLOOR`` = 1.0 (the bottom of the scale) instead of raising.
+    """
+    import pesq as _pesq
+    if sample_rate != 16000:
+        raise ValueError(f"wide-band PESQ needs 16 kHz audio, got {sample_rate} Hz; resample first")
+    e, r = est.detach().cpu().double().numpy(), ref.detach().cpu().double().numpy()
+    if e.shape != r.shape or e.ndim != 1:
+        raise ValueError(f"est and ref must be 1-D signals of one length, got {e.shape} and {r.shape}")
+    if _silent(e) or _silent(r):
+        return PESQ_FLOOR
+    try:
+        return float(_pesq.pesq(16000, r, e, "wb"))
+    except Exception:            # NoUtterancesError and friends: nothing PESQ can score
+        return PESQ_FLOOR
+
+
+def estoi(est: torch.Tensor, ref: torch.Tensor, sample_rate: int = 16000) -> float:
+    """Extended STOI (Jensen and Taal 2016) via ``pystoi.stoi(..., extended=True)``.
+
+    est, ref: [T] (pystoi resamples to 10 kHz itself). Returns a value in about [-1, 1].
+    Silence: when either signal is all-zero, returns 0.0 (no intelligibility) instead of the
+    arbitrary small number pystoi computes on frames it could not find.
+    """
+    import pystoi
+    e, r = est.detach().cpu().double().numpy(), ref.detach().cpu().double().numpy()
+    if e.shape != r.shape or e.ndim != 1:
+        raise ValueError(f"est and ref must be 1-D signals of one length, got {e.shape} and {r.shape}")
+    if _silent(e) or _silent(r):
+        return 0.0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")          # pystoi warns on very short or quiet inputs
+        value = float(pystoi.stoi(r, e, sample_rate, extended=True))
+    return value if np.isfinite(value) else 0.0
