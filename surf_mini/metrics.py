@@ -17,7 +17,8 @@ Matching outputs to references before scoring:
 Audio (SURF D.2): SI-SDR and its improvement over the mixture (Le Roux et al. 2019), PESQ
 wide-band (``pesq``) and ESTOI (``pystoi``, extended=True). None of them returns NaN or raises
 on silence; what each returns for a silent (all-zero) reference or estimate is stated in its
-docstring. The FUSS multi-source scores join them with the audio pipeline.
+docstring. ``fuss_scores`` gives the FUSS multi-source scores (Wisdom et al. 2021, SURF D.2):
+1S, 2Si-4Si and the under/equal/over separation counts.
 """
 from __future__ import annotations
 
@@ -230,3 +231,63 @@ def estoi(est: torch.Tensor, ref: torch.Tensor, sample_rate: int = 16000) -> flo
         warnings.simplefilter("ignore")          # pystoi warns on very short or quiet inputs
         value = float(pystoi.stoi(r, e, sample_rate, extended=True))
     return value if np.isfinite(value) else 0.0
+
+
+def _matched(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
+    """For each reference, the index of its estimate: Hungarian on SI-SDR. est [M, T], ref [K, T]."""
+    from scipy.optimize import linear_sum_assignment
+    scores = si_sdr(est[:, None].expand(-1, len(ref), -1), ref[None].expand(len(est), -1, -1))  # [M, K]
+    rows, cols = linear_sum_assignment(-scores.numpy())
+    order = torch.empty(len(ref), dtype=torch.long)
+    order[torch.as_tensor(cols)] = torch.as_tensor(rows)
+    return order
+
+
+def fuss_scores(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor,
+                ref_silence_db: float = -60.0, est_silence_db: float = -30.0) -> dict:
+    """FUSS-style scores of mixtures with 1 to K active sources.  Wisdom et al. (2021); SURF D.2.
+
+    est: [B, M, T] separated outputs; ref: [B, K, T] references, inactive ones (padding of
+    mixtures with fewer sources) all-zero or nearly so; mix: [B, 1, T]. Rules:
+      * a reference is active when its power is above ``ref_silence_db`` relative to the
+        mixture's; inactive references are left out of every score (SI-SDR is undefined there);
+      * an estimate counts as produced (for under/equal/over) when its power is above
+        ``est_silence_db`` relative to the mixture's;
+      * each active reference is matched to its own estimate (Hungarian on SI-SDR; M >= K);
+      * one active source ("1S"): SI-SDR of its matched estimate; n >= 2 active sources
+        ("nSi"): mean SI-SDRi of the matched estimates over the mixture;
+      * under / equal / over separation: produced estimates <, =, > active references.
+    Returns ``{"1S", "2Si", "3Si", "4Si", ...: mean dB or None when no mixture has that many
+    sources, "under", "equal", "over": fractions of mixtures, "n": {count per key}}``.
+    Mixtures with no active reference are counted in ``n["silent"]`` and scored nowhere.
+    """
+    if est.dim() != 3 or ref.dim() != 3 or mix.shape != (est.shape[0], 1, est.shape[-1]) \
+            or ref.shape[::2] != est.shape[::2]:
+        raise ValueError(f"need est [B, M, T], ref [B, K, T], mix [B, 1, T]; got {tuple(est.shape)}, "
+                         f"{tuple(ref.shape)}, {tuple(mix.shape)}")
+    est, ref, mix = est.detach().cpu().double(), ref.detach().cpu().double(), mix.detach().cpu().double()
+    p_mix = mix.pow(2).mean(-1).clamp_min(1e-20)                        # [B, 1]
+    active = ref.pow(2).mean(-1) > p_mix * 10 ** (ref_silence_db / 10)  # [B, K]
+    produced = (est.pow(2).mean(-1) > p_mix * 10 ** (est_silence_db / 10)).sum(1)   # [B]
+    per_key: dict = {}
+    counts = {"under": 0, "equal": 0, "over": 0, "silent": 0}
+    for b in range(est.shape[0]):
+        r = ref[b][active[b]]                                           # [n, T]
+        n = len(r)
+        if n == 0:
+            counts["silent"] += 1
+            continue
+        e = est[b][_matched(est[b], r)]                                 # [n, T], matched
+        if n == 1:
+            per_key.setdefault("1S", []).append(si_sdr(e, r).item())
+        else:
+            per_key.setdefault(f"{n}Si", []).append(
+                si_sdr_improvement(e[None], r[None], mix[b][None]).mean().item())
+        p = int(produced[b])
+        counts["under" if p < n else "equal" if p == n else "over"] += 1
+    scored = max(1, sum(counts[k] for k in ("under", "equal", "over")))
+    out = {f"{k}Si" if k > 1 else "1S": None for k in range(1, ref.shape[1] + 1)}
+    out.update({k: sum(v) / len(v) for k, v in per_key.items()})
+    out.update({k: counts[k] / scored for k in ("under", "equal", "over")})
+    out["n"] = dict({k: len(v) for k, v in per_key.items()}, **counts)
+    return out

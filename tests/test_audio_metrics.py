@@ -63,3 +63,30 @@ def test_pesq_and_estoi_rank_and_survive_silence(gen):
     assert estoi(z, ref) == estoi(ref, z) == 0.0
     with pytest.raises(ValueError, match="16 kHz"):
         pesq_wb(ref, ref, sample_rate=8000)
+
+
+def test_fuss_scores_follow_the_rules(gen):
+    from surf_mini.metrics import fuss_scores
+    T = 8000
+    ref = torch.randn(4, 3, T, generator=gen)
+    ref[0, 1:] = 0                                     # 1 active source
+    ref[1, 2:] = 0                                     # 2 active sources
+    mix = ref.sum(1, keepdim=True)
+    z = torch.zeros(T)
+    est = torch.stack([
+        torch.stack([z, ref[0, 0], z, z]),                               # 1S, equal, permuted
+        torch.stack([ref[1, 1], z, ref[1, 0], z]),                        # 2 of 2, equal
+        torch.stack([ref[2, 0] + ref[2, 1], ref[2, 2], z, z]),           # 3 refs, 2 outputs: under
+        torch.stack([ref[3, 0] / 2, ref[3, 0] / 2, ref[3, 1], ref[3, 2]]),   # a split: over
+    ])
+    out = fuss_scores(est, ref, mix)
+    assert out["n"] == {"1S": 1, "2Si": 1, "3Si": 2, "under": 1, "equal": 2, "over": 1, "silent": 0}
+    assert out["1S"] == pytest.approx(100.0, abs=1e-3)                   # perfect, after matching
+    assert out["2Si"] > 90                                                # inactive ref left out
+    assert out["under"] == out["over"] == 0.25 and out["equal"] == 0.5
+    # all-silent estimates: finite, every mixture under-separated
+    silent = fuss_scores(torch.zeros_like(est), ref, mix)
+    assert silent["under"] == 1.0 and all(math.isfinite(silent[k]) for k in ("1S", "2Si", "3Si"))
+    # a mixture with no active reference is counted, not scored
+    empty = fuss_scores(est[:1], torch.zeros_like(ref[:1]), mix[:1])
+    assert empty["n"]["silent"] == 1 and empty["1S"] is None
