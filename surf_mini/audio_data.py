@@ -138,6 +138,147 @@ def make_demo(out_dir: str, clips_per_speaker: int = 4, seconds: float = 2.0, se
     print(f"wrote {len(rows)} clips of {len(found)} speakers to {out_dir}")
 
 
+# --------------------------------------------------------------------------------------
+# Loading for training and evaluation
+# --------------------------------------------------------------------------------------
+
+AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg")
+DEMO_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "demo_speech")
+
+
+class AudioDataError(RuntimeError):
+    """A folder or file that cannot be used; the message says what to do."""
+
+
+def read_audio(path: str, sample_rate: int):
+    """Mono float32 torch tensor [T] at ``sample_rate`` (mixed down and resampled if needed)."""
+    import soundfile as sf
+    import torch
+    try:
+        x, sr = sf.read(path, dtype="float32", always_2d=True)
+    except Exception as e:
+        raise AudioDataError(f"{path}: not readable audio ({type(e).__name__})") from None
+    x = torch.from_numpy(x.mean(1))
+    if sr != sample_rate:
+        import torchaudio
+        x = torchaudio.functional.resample(x, sr, sample_rate)
+    return x
+
+
+def list_audio(folder: str) -> list[str]:
+    if not os.path.isdir(folder):
+        raise AudioDataError(f"{folder}: no such folder")
+    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(folder) for f in fs
+                   if f.lower().endswith(AUDIO_EXTENSIONS))
+    if not files:
+        raise AudioDataError(f"{folder}: no {'/'.join(AUDIO_EXTENSIONS)} files")
+    return files
+
+
+def load_clips(folder: str, sample_rate: int, split: str | None = None) -> dict:
+    """Single-source clips grouped by speaker: {speaker: [tensor [T], ...]}.
+
+    With a ``manifest.csv`` (the demo set), speakers and ``split`` come from it; otherwise
+    every file is its own speaker (``split`` must then be None).
+    """
+    manifest = os.path.join(folder, "manifest.csv")
+    out: dict = {}
+    if os.path.isfile(manifest):
+        with open(manifest) as f:
+            for row in csv.DictReader(f):
+                if split is None or row["split"] == split:
+                    out.setdefault(row["speaker"], []).append(
+                        read_audio(os.path.join(folder, row["file"]), sample_rate))
+    else:
+        if split is not None:
+            raise AudioDataError(f"{folder}: no manifest.csv, so no {split!r} split")
+        for path in list_audio(folder):
+            out[path] = [read_audio(path, sample_rate)]
+    if not out:
+        raise AudioDataError(f"{folder}: no clips for split {split!r}")
+    return out
+
+
+def _crop(x, n: int, rng):
+    import torch
+    if len(x) <= n:
+        return torch.nn.functional.pad(x, (0, n - len(x)))
+    start = int(torch.randint(len(x) - n + 1, (1,), generator=rng))
+    return x[start:start + n]
+
+
+class ClipMixer:
+    """Mixtures made on the fly from single-speaker clips: K distinct speakers per mixture,
+    each at a random level in [-snr_db/2, snr_db/2] dB around the first, random crops.
+
+    ``batch(B)`` -> (m [B, 1, T], sources [B, K, T]) for supervised training and evaluation.
+    """
+
+    def __init__(self, clips: dict, K: int, length: int, generator, snr_db: float = 5.0):
+        if len(clips) < K:
+            raise AudioDataError(f"need at least {K} speakers to mix, found {len(clips)}")
+        self.clips, self.K, self.length, self.g, self.snr_db = clips, K, length, generator, snr_db
+        self.names = sorted(clips)
+
+    def batch(self, B: int):
+        import torch
+        srcs = []
+        for _ in range(B):
+            who = torch.randperm(len(self.names), generator=self.g)[:self.K]
+            row = []
+            for j, i in enumerate(who.tolist()):
+                pool = self.clips[self.names[i]]
+                x = _crop(pool[int(torch.randint(len(pool), (1,), generator=self.g))], self.length, self.g)
+                x = x / (x.pow(2).mean().sqrt() + 1e-8)                     # unit RMS
+                gain_db = 0.0 if j == 0 else float(torch.empty(1).uniform_(
+                    -self.snr_db / 2, self.snr_db / 2, generator=self.g))
+                row.append(x * 10 ** (gain_db / 20))
+            srcs.append(torch.stack(row))
+        sources = torch.stack(srcs) * 0.1                                  # headroom
+        return sources.sum(1, keepdim=True), sources
+
+
+class MixtureView:
+    """The unsupervised view: ``mixtures(B)`` -> [B, 1, T] and nothing else.
+
+    Built either from a ``ClipMixer`` (references exist but stay hidden) or from a folder of
+    mixture recordings (the real unsupervised case, no references at all).
+    """
+
+    def __init__(self, mixer: ClipMixer | None = None, folder: str | None = None,
+                 sample_rate: int = 16000, length: int = 32000, generator=None):
+        if (mixer is None) == (folder is None):
+            raise ValueError("give exactly one of mixer or folder")
+        if mixer is not None:
+            def mixtures(B: int):
+                return mixer.batch(B)[0]
+        else:
+            import torch
+            recs = [read_audio(p, sample_rate) for p in list_audio(folder)]
+
+            def mixtures(B: int):
+                picks = torch.randint(len(recs), (B,), generator=generator).tolist()
+                return torch.stack([_crop(recs[i], length, generator) for i in picks])[:, None]
+        self.mixtures = mixtures
+
+
+def librimix_items(csv_path: str) -> list[dict]:
+    """Rows of a LibriMix metadata CSV (``mixture_path``, ``source_1_path``, ... columns).
+
+    Returns [{"mixture": path, "sources": [paths]}]. Relative paths are taken from the CSV's
+    folder's parent layout as LibriMix writes them (absolute in the official scripts).
+    """
+    if not os.path.isfile(csv_path):
+        raise AudioDataError(f"{csv_path}: no such LibriMix metadata file")
+    with open(csv_path) as f:
+        rows = list(csv.DictReader(f))
+    if not rows or "mixture_path" not in rows[0]:
+        raise AudioDataError(f"{csv_path}: not a LibriMix metadata CSV (no mixture_path column)")
+    keys = sorted((k for k in rows[0] if k.startswith("source_") and k.endswith("_path")),
+                  key=lambda k: int(k.split("_")[1]))
+    return [{"mixture": r["mixture_path"], "sources": [r[k] for k in keys]} for r in rows]
+
+
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "make-demo":
         raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR")

@@ -1,0 +1,58 @@
+"""The shipped demo speech set and the audio data views."""
+import csv
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from surf_mini import audio_data as A
+
+
+def test_demo_set_ships_with_disjoint_speaker_splits():
+    with open(os.path.join(A.DEMO_DIR, "manifest.csv")) as f:
+        rows = list(csv.DictReader(f))
+    train = {r["speaker"] for r in rows if r["split"] == "train"}
+    test = {r["speaker"] for r in rows if r["split"] == "test"}
+    assert len(train) >= 20 and len(test) >= 4 and not train & test
+    assert all(os.path.isfile(os.path.join(A.DEMO_DIR, r["file"])) for r in rows)
+    info = sf.info(os.path.join(A.DEMO_DIR, rows[0]["file"]))
+    assert info.samplerate == 16000 and info.channels == 1
+
+
+def test_clip_mixer_and_the_mixtures_only_view():
+    clips = A.load_clips(A.DEMO_DIR, 8000, "test")
+    mixer = A.ClipMixer(clips, 2, 4000, torch.Generator().manual_seed(0))
+    m, s = mixer.batch(4)
+    assert m.shape == (4, 1, 4000) and s.shape == (4, 2, 4000)
+    assert torch.allclose(s.sum(1, keepdim=True), m)
+    view = A.MixtureView(mixer=mixer)
+    assert list(vars(view)) == ["mixtures"] and view.mixtures(3).shape == (3, 1, 4000)
+    with pytest.raises(A.AudioDataError, match="at least 3 speakers"):
+        A.ClipMixer({"a": clips[next(iter(clips))]}, 3, 4000, torch.Generator())
+
+
+def test_mixture_folder_and_errors(tmp_path):
+    for i in range(2):
+        sf.write(tmp_path / f"mix{i}.wav", np.random.default_rng(i).standard_normal((3000, 2)) * 0.1, 16000)
+    view = A.MixtureView(folder=str(tmp_path), sample_rate=8000, length=1000,
+                         generator=torch.Generator().manual_seed(0))
+    assert view.mixtures(2).shape == (2, 1, 1000)
+    with pytest.raises(A.AudioDataError, match="no such folder"):
+        A.list_audio(str(tmp_path / "nope"))
+    (tmp_path / "bad.wav").write_bytes(b"not audio")
+    with pytest.raises(A.AudioDataError, match="not readable audio"):
+        A.read_audio(str(tmp_path / "bad.wav"), 16000)
+
+
+def test_librimix_metadata(tmp_path):
+    path = tmp_path / "mixture_train_mix_clean.csv"
+    path.write_text("mixture_ID,mixture_path,source_1_path,source_2_path,length\n"
+                    "a_b,/x/mix/a_b.wav,/x/s1/a_b.wav,/x/s2/a_b.wav,16000\n")
+    assert A.librimix_items(str(path)) == [{"mixture": "/x/mix/a_b.wav",
+                                            "sources": ["/x/s1/a_b.wav", "/x/s2/a_b.wav"]}]
+    bad = tmp_path / "other.csv"
+    bad.write_text("a,b\n1,2\n")
+    with pytest.raises(A.AudioDataError, match="not a LibriMix"):
+        A.librimix_items(str(bad))
