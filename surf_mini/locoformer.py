@@ -223,7 +223,7 @@ class BSJA(nn.Module):
 
 class TSPA(nn.Module):
     """Time-source parallel attention: per band, attention over time within each source, in
-    parallel with attention over the sources at each (time, band) point; the two are summed.
+    parallel with attention over the sources at each (time, band) point.
 
     Choice: "parallel" read as two attentions on the same normalized input, sharing one CMHSA
     projection (a 2-D convolution over (time, band), kernel (5, 3)), their outputs
