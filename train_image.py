@@ -370,13 +370,21 @@ def markdown(rows: list[dict], budget: str = "") -> str:
 
 
 def collect(folder: str) -> None:
-    rows = []
+    rows, seen = [], set()
     for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
         with open(path) as f:
             res = json.load(f)
-        rows.extend(dict(r, budget=res["budget"]) for r in res["rows"])
+        for r in res["rows"]:
+            if r["method"] == "its MixIT teacher":        # the MixIT run's own rows say it once
+                continue
+            key = (r["method"], r["grouping"])
+            if key not in seen:
+                seen.add(key)
+                rows.append(dict(r, budget=res["budget"]))
     if not rows:
         raise SystemExit(f"error: no */results.json under {folder!r}")
+    order = list(METHOD_NAMES.values())                   # SURF Table 1's order
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     print(markdown(rows), end="")
 
 
