@@ -211,7 +211,8 @@ class Stage:
                 "teacher": None if self.teacher is None else
                 {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
                 "rng": {"data": self.g_data.get_state(), "alg": self.g_alg.get_state(),
-                        "torch": torch.get_rng_state()}}
+                        "torch": torch.get_rng_state(),                        # dropout (CPU)
+                        "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}}
 
     def load(self, ckpt: dict) -> None:
         if ckpt["stage"] != self.name or ckpt["config"] != dataclasses.asdict(self.net.config):
@@ -224,6 +225,8 @@ class Stage:
         self.g_data.set_state(ckpt["rng"]["data"])
         self.g_alg.set_state(ckpt["rng"]["alg"])
         torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])                 # dropout (GPU)
 
 
 def stage_loss(stage: Stage) -> torch.Tensor:
