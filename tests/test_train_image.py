@@ -96,3 +96,15 @@ def test_collect_merges_runs(cifar, tmp_path, capsys):
     train_image.main(["--collect", str(tmp_path)])
     table = capsys.readouterr().out
     assert "supervised regression" in table and "supervised flow" in table
+
+
+def test_unsupervised_stages_are_given_no_sources(cifar, tmp_path):
+    args = train_image.parse_args(["--dataset", "cifar10", "--data-dir", cifar, "--out", str(tmp_path)])
+    images = torch.rand(6, 3, 32, 32)
+    for mode in train_image.MODES:
+        kind = "flow" if mode in ("sup-flow", "rm", "sr") else "regression"
+        cfg = train_image.make_config("cpu", 3, 2, kind)
+        stage = train_image.Stage(mode, cfg, args, torch.device("cpu"), images)
+        supervised = mode.startswith("sup")
+        assert (stage.sources is not None) == supervised, mode
+        assert not any(isinstance(v, torch.Tensor) for v in vars(stage.mixtures).values())
