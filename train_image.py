@@ -47,7 +47,7 @@ from tqdm import tqdm
 from surf_mini import data as D
 from surf_mini.ema import beta_at, ema_update, hybrid_teacher_sample
 from surf_mini.flow import euler_sample, floss_loss, initial_state
-from surf_mini.metrics import image_scores, match_by_psnr, to_images
+from surf_mini.metrics import image_scores, match_images
 from surf_mini.mixit import merge_outputs, mixit_loss
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
@@ -136,6 +136,24 @@ def save_checkpoint(path: str, state: dict) -> None:
     tmp = f"{path}.tmp{os.getpid()}"
     torch.save(state, tmp)
     os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a results file atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def network_config(mode: str, net: str, channels: int) -> NCSNConfig:
+    """The network a mode trains: M = 4 regression for MixIT and the regression remixing
+    students, K = 2 regression for supervised regression, K = 2 flow otherwise."""
+    if mode in ("mixit", "remixit", "selfremix"):
+        return make_config(net, channels, MIXIT_OUTPUTS, "regression")
+    if mode == "sup-reg":
+        return make_config(net, channels, K, "regression")
+    return make_config(net, channels, K, "flow")
 
 
 def read_checkpoint(path: str) -> dict:
@@ -260,25 +278,31 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     return surf_loss(net, x_bar, mode=name, generator=g).loss.mean()       # lines 5-14
 
 
+def optimizer_step(stage: Stage) -> torch.Tensor:
+    """Loss, AdamW step (lr from the schedule, gradients clipped at 1), EMA update."""
+    a = stage.args
+    for group in stage.opt.param_groups:
+        group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
+    loss = stage_loss(stage)
+    if not torch.isfinite(loss):
+        raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; lower --lr")
+    stage.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
+    stage.opt.step()
+    ema_update(stage.ema, stage.net, a.ema)                                # SURF Alg. 1, line 16
+    return loss
+
+
 def train_stage(stage: Stage) -> dict:
-    """The plain loop: loss, AdamW step, EMA update, periodic atomic checkpoints."""
+    """The plain loop: ``optimizer_step`` until the stage's step count, periodic atomic checkpoints."""
     a = stage.args
     stage.net.train()
     t0, losses = time.time(), []
     bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30)                # sparse in log files
     while stage.step < stage.total:
-        for group in stage.opt.param_groups:
-            group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
-        loss = stage_loss(stage)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; "
-                             f"lower --lr")
-        stage.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
-        stage.opt.step()
-        ema_update(stage.ema, stage.net, a.ema)                            # SURF Alg. 1, line 16
+        loss = optimizer_step(stage)
         stage.step += 1
         losses.append(loss.item())
         bar.update(1)
@@ -354,10 +378,8 @@ def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
 def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tensor, n: int = 8) -> None:
     """PNG grid, one column per test mixture: mixture, references, matched estimates."""
     import torchvision
-    m, sources, est = m[:n], sources[:n], est[:n]
-    est = merge_outputs(est, K) if est.shape[1] > K else est
-    ref = to_images(sources)
-    est = match_by_psnr(to_images(est), ref)
+    est, ref = match_images(est[:n], sources[:n], "merged")
+    m = m[:n]
     rows = [m[:, 0].clamp(0, 1)] + [ref[:, k] for k in range(K)] + [est[:, k] for k in range(K)]
     tmp = path + ".tmp.png"
     torchvision.utils.save_image(torch.cat(rows), tmp, nrow=n, padding=2, pad_value=0.5)
@@ -410,7 +432,7 @@ def main(argv=None) -> dict:
     except D.DataError as e:
         raise SystemExit(f"error: {e}") from None
     C = train_images.shape[1]
-    div = 2 ** (len(make_config(args.net, C, K, "flow").ch_mult) - 1)
+    div = network_config(args.mode, args.net, C).size_multiple
     train_images, size = D.pad_to_multiple(train_images, div)
     test_images, _ = D.pad_to_multiple(test_images, div)
     os.makedirs(args.out, exist_ok=True)
@@ -424,17 +446,12 @@ def main(argv=None) -> dict:
                                  f"checkpoint, not a MixIT one")
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
         else:
-            cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
-            stage, log = run_stage("mixit", cfg, args, device, train_images)
+            stage, log = run_stage("mixit", network_config("mixit", args.net, C), args, device,
+                                   train_images)
             teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
         teacher = teacher.eval().requires_grad_(False)
-    if args.mode in ("mixit", "remixit", "selfremix"):
-        cfg = make_config(args.net, C, MIXIT_OUTPUTS, "regression")
-    elif args.mode == "sup-reg":
-        cfg = make_config(args.net, C, K, "regression")
-    else:
-        cfg = make_config(args.net, C, K, "flow")
-    stage, log = run_stage(args.mode, cfg, args, device, train_images, teacher)
+    stage, log = run_stage(args.mode, network_config(args.mode, args.net, C), args, device,
+                           train_images, teacher)
     logs.append(log)
 
     m, src = D.test_mixtures(test_images, args.eval_size, seed=12345)
@@ -450,14 +467,9 @@ def main(argv=None) -> dict:
               "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
               "total_seconds": round(time.time() - t_start, 1), "device": str(device),
               "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
-    tmp = os.path.join(args.out, "results.json.tmp")
-    with open(tmp, "w") as f:
-        json.dump(result, f, indent=1)
-    os.replace(tmp, os.path.join(args.out, "results.json"))
+    write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
     table = markdown(rows, budget)
-    with open(os.path.join(args.out, "results.md.tmp"), "w") as f:
-        f.write(table)
-    os.replace(os.path.join(args.out, "results.md.tmp"), os.path.join(args.out, "results.md"))
+    write_text(os.path.join(args.out, "results.md"), table)
     save_grid(os.path.join(args.out, "grid.png"), D.crop_center(m, size), D.crop_center(src, size),
               D.crop_center(est, size))
     print(f"\n{args.dataset}, {args.eval_size} held-out test mixtures, 5-step Euler for flows, "

@@ -2,8 +2,8 @@
 
     python bench/bench_step.py [--net cpu] [--batch 32] [--compile-modes sr,sup-flow]
 
-A step is exactly what train_image.py runs (``stage_loss``, backward, clipping, AdamW, EMA
-update), on random MNIST-shaped images (28x28, padded to the network's multiple; speed does
+A step is exactly what train_image.py runs (``optimizer_step``: ``stage_loss``, backward,
+clipping, AdamW, EMA update), on random MNIST-shaped images (28x28, padded to the network's multiple; speed does
 not depend on the pixels). SURF modes are timed at beta = 0, the steady state where the
 teacher is the EMA flow (5 Euler forwards); while beta > 0 the teacher is cheaper.
 
@@ -30,7 +30,7 @@ import train_image as T  # noqa: E402
 from _timing import median_time  # noqa: E402
 from surf_mini.data import pad_to_multiple  # noqa: E402
 from surf_mini.flow import euler_sample, initial_state  # noqa: E402
-from surf_mini.ncsn import NCSN, make_config  # noqa: E402
+from surf_mini.ncsn import NCSN  # noqa: E402
 
 
 def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bool):
@@ -38,23 +38,16 @@ def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bo
     C = images.shape[1]
     teacher = None
     if mode in T.NEEDS_TEACHER:
-        teacher = NCSN(make_config(args.net, C, T.MIXIT_OUTPUTS, "regression")).to(device)
+        teacher = NCSN(T.network_config("mixit", args.net, C)).to(device)
         teacher = teacher.eval().requires_grad_(False)
-    kind = ("regression" if mode in ("mixit", "remixit", "selfremix", "sup-reg") else "flow")
-    K = T.MIXIT_OUTPUTS if mode in ("mixit", "remixit", "selfremix") else T.K
-    stage = T.Stage(mode, make_config(args.net, C, K, kind), args, device, images, teacher)
+    stage = T.Stage(mode, T.network_config(mode, args.net, C), args, device, images, teacher)
     stage.step = args.beta_steps                                          # beta = 0 for SURF
     return stage
 
 
 def step_fn(stage):
     def step():
-        loss = T.stage_loss(stage)
-        stage.opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
-        stage.opt.step()
-        T.ema_update(stage.ema, stage.net, stage.args.ema)
+        T.optimizer_step(stage)              # stage.step stays put: SURF stays at beta = 0
         if stage.device.type == "cuda":
             torch.cuda.synchronize()
     return step
@@ -96,7 +89,7 @@ def main():
     device = torch.device(a.device)
     torch.manual_seed(0)
     images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28),
-                                2 ** (len(make_config(a.net, 1, 2, "flow").ch_mult) - 1))
+                                T.network_config("sr", a.net, 1).size_multiple)
     out = tempfile.mkdtemp()
     common = ["--net", a.net, "--batch", str(a.batch), "--out", out, "--device", a.device]
     print(f"# one training step, MNIST-shaped, net={a.net}, B={a.batch}, {device}, "

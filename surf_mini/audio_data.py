@@ -53,27 +53,27 @@ def _resample(x: np.ndarray, sr: int) -> np.ndarray:
     return torchaudio.functional.resample(torch.from_numpy(x).float(), sr, SAMPLE_RATE).numpy()
 
 
+def _trim(x: np.ndarray) -> np.ndarray:
+    """Cut leading/trailing samples below 2 % of the peak (empty when all of x is silent)."""
+    loud = np.nonzero(np.abs(x) > 0.02 * (np.abs(x).max(initial=0.0) + 1e-9))[0]
+    return x[loud[0]:loud[-1] + 1] if len(loud) else x[:0]
+
+
 def _finish(x: np.ndarray, seconds: float) -> np.ndarray:
     """Trim leading/trailing near-silence, crop or zero-pad to ``seconds``, peak -3 dBFS."""
-    x = np.asarray(x, dtype=np.float32)
-    loud = np.nonzero(np.abs(x) > 0.02 * (np.abs(x).max() + 1e-9))[0]
-    if len(loud):
-        x = x[loud[0]:loud[-1] + 1]
+    x = _trim(np.asarray(x, dtype=np.float32))
     n = int(seconds * SAMPLE_RATE)
     x = x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
     return (x / (np.abs(x).max() + 1e-9) * 10 ** (-3 / 20)).astype(np.float32)
 
 
-def _klettres_clip(lang_dir: str, rng: random.Random, seconds: float) -> np.ndarray:
+def _klettres_clip(files: list[str], rng: random.Random, seconds: float) -> np.ndarray:
+    """4-9 random clips of one speaker (``files``, sorted), trimmed, with short pauses."""
     import soundfile as sf
-    files = sorted(os.path.join(r, f) for r, _, fs in os.walk(lang_dir) for f in fs if f.endswith(".ogg"))
     pieces = []
     for path in rng.sample(files, min(len(files), rng.randint(4, 9))):
         x, sr = sf.read(path, dtype="float32", always_2d=True)
-        x = _resample(x.mean(1), sr)
-        loud = np.nonzero(np.abs(x) > 0.02 * (np.abs(x).max() + 1e-9))[0]
-        if len(loud):
-            pieces.append(x[loud[0]:loud[-1] + 1])
+        pieces.append(_trim(_resample(x.mean(1), sr)))
         pieces.append(np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE), np.float32))
     return _finish(np.concatenate(pieces), seconds)
 
@@ -99,9 +99,10 @@ def speakers() -> dict:
     if os.path.isdir(KLETTRES):
         for lang in sorted(os.listdir(KLETTRES)):
             d = os.path.join(KLETTRES, lang)
-            if os.path.isdir(d) and any(f.endswith(".ogg") for _, _, fs in os.walk(d) for f in fs):
+            files = sorted(os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if f.endswith(".ogg"))
+            if files:
                 out[f"klettres-{lang}"] = ("klettres-data (GPL-2+)",
-                                           lambda rng, s, d=d: _klettres_clip(d, rng, s))
+                                           lambda rng, s, files=files: _klettres_clip(files, rng, s))
     if shutil.which("flite"):
         for v in FLITE_VOICES:
             out[f"flite-{v}"] = ("flite", lambda rng, s, v=v: _tts_clip(

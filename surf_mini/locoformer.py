@@ -188,7 +188,21 @@ def _mod(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Ten
     return x * (1 + scale[:, None, None, None]) + shift[:, None, None, None]
 
 
-class BSJA(nn.Module):
+class _DualPathBlock(nn.Module):
+    """What BSJA and TSPA share: two RMSGroupNorms, a CMHSA projection ``qkv`` and output
+    projection ``out`` (their shapes differ), a Conv-SwishGLU, and adaLN for both sub-layers."""
+
+    def __init__(self, c: LocoformerConfig, qkv: nn.Module, out: nn.Module):
+        super().__init__()
+        D = c.dim
+        self.heads = c.heads
+        self.norm1, self.norm2 = RMSGroupNorm(D, c.norm_groups), RMSGroupNorm(D, c.norm_groups)
+        self.qkv, self.out = qkv, out
+        self.ffn = ConvSwishGLU(D, c.ffn_mult * D, c.ffn_kernel)
+        self.mod = Modulation(D, 2)
+
+
+class BSJA(_DualPathBlock):
     """Band-source joint attention: per frame, attention over all (source, band) tokens.
 
     CMHSA: Q, K, V come from a convolution along time (kernel ``k``) of each (source, band)
@@ -198,14 +212,8 @@ class BSJA(nn.Module):
     """
 
     def __init__(self, c: LocoformerConfig):
-        super().__init__()
-        D = c.dim
-        self.heads = c.heads
-        self.norm1, self.norm2 = RMSGroupNorm(D, c.norm_groups), RMSGroupNorm(D, c.norm_groups)
-        self.qkv = nn.Conv1d(D, 3 * D, c.bsja_kernel, padding=c.bsja_kernel // 2)
-        self.out = nn.Linear(D, D)
-        self.ffn = ConvSwishGLU(D, c.ffn_mult * D, c.ffn_kernel)
-        self.mod = Modulation(D, 2)
+        super().__init__(c, nn.Conv1d(c.dim, 3 * c.dim, c.bsja_kernel, padding=c.bsja_kernel // 2),
+                         nn.Linear(c.dim, c.dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         B, S, T, N, D = x.shape
@@ -221,7 +229,7 @@ class BSJA(nn.Module):
         return x + g2[:, None, None, None] * f.reshape(B, S, N, T, D).permute(0, 1, 3, 2, 4)
 
 
-class TSPA(nn.Module):
+class TSPA(_DualPathBlock):
     """Time-source parallel attention: per band, attention over time within each source, in
     parallel with attention over the sources at each (time, band) point.
 
@@ -231,15 +239,9 @@ class TSPA(nn.Module):
     """
 
     def __init__(self, c: LocoformerConfig):
-        super().__init__()
-        D = c.dim
-        self.heads = c.heads
         kt, kf = c.tspa_kernel
-        self.norm1, self.norm2 = RMSGroupNorm(D, c.norm_groups), RMSGroupNorm(D, c.norm_groups)
-        self.qkv = nn.Conv2d(D, 3 * D, (kt, kf), padding=(kt // 2, kf // 2))   # shared by both paths
-        self.out = nn.Linear(2 * D, D)
-        self.ffn = ConvSwishGLU(D, c.ffn_mult * D, c.ffn_kernel)
-        self.mod = Modulation(D, 2)
+        super().__init__(c, nn.Conv2d(c.dim, 3 * c.dim, (kt, kf), padding=(kt // 2, kf // 2)),  # both paths
+                         nn.Linear(2 * c.dim, c.dim))
 
     def forward(self, x: torch.Tensor, cond: torch.Tensor) -> torch.Tensor:
         B, S, T, N, D = x.shape

@@ -96,7 +96,6 @@ def match_by_psnr(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
     est, ref: [B, K, C, H, W] images in [0, 1] -> est permuted, [B, K, C, H, W].
     """
-    K = est.shape[1]
     e, r = torch.broadcast_tensors(est[:, :, None], ref[:, None, :])    # [B, K(est), K(ref), C, H, W]
     scores = psnr(e, r)                                                # [B, K(est), K(ref)]
     perm = solve_assignment(-scores.transpose(1, 2))                   # [B, K]: ref k <- est perm[k]
@@ -123,12 +122,12 @@ def oracle_grouping(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bmk,bmd->bkd", best, x).reshape(B, K, *est.shape[2:])
 
 
-def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged") -> dict:
-    """PSNR / SSIM of separated images against the references, after matching.
+def match_images(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged"):
+    """Estimates and references as images in [0, 1], estimate k facing reference k.
 
     est: [B, M, C, H, W] and sources [B, K, C, H, W], both on the halved scale of the
     mixtures. M > K is reduced with ``grouping`` ("merged" or "oracle", see the module
-    docstring). Returns per-image tensors ``{"psnr": [B, K], "ssim": [B, K]}``.
+    docstring). Returns ``(est_images, ref_images)``, each [B, K, C, H, W].
     """
     K = sources.shape[1]
     if est.shape[1] > K:
@@ -141,7 +140,12 @@ def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merg
     elif est.shape[1] < K:
         raise ValueError(f"{est.shape[1]} outputs cannot be matched to {K} references")
     ref = to_images(sources)
-    est = match_by_psnr(to_images(est), ref)
+    return match_by_psnr(to_images(est), ref), ref
+
+
+def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged") -> dict:
+    """PSNR / SSIM per image after ``match_images``: ``{"psnr": [B, K], "ssim": [B, K]}``."""
+    est, ref = match_images(est, sources, grouping)
     return {"psnr": psnr(est, ref), "ssim": ssim(est, ref)}
 
 
@@ -173,8 +177,7 @@ def si_sdr(est: torch.Tensor, ref: torch.Tensor, zero_mean: bool = True) -> torc
         ref = ref - ref.mean(-1, keepdim=True)
     cross = (est * ref).sum(-1)
     energy = est.pow(2).sum(-1) * ref.pow(2).sum(-1)
-    rho2 = torch.where(energy > 0, cross.pow(2) / energy.clamp_min(1e-300), torch.zeros_like(energy))
-    rho2 = rho2.clamp(0.0, 1.0)
+    rho2 = (cross.pow(2) / energy.clamp_min(1e-300)).clamp(0.0, 1.0)   # a silent signal: cross = 0
     return (10 * torch.log10((rho2 + SI_SDR_FLOOR) / (1 - rho2 + SI_SDR_FLOOR))).float()
 
 

@@ -68,6 +68,11 @@ class NCSNConfig:
     fourier_scale: float = 16.0
     consistency: bool = True
 
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this: 2 per downsampling, len(ch_mult) - 1 of them."""
+        return 2 ** (len(self.ch_mult) - 1)
+
 
 PRESETS = {
     # SURF Table 6: ch_mult (1, 2, 2, 2), 64 filters, 4 residual blocks, attention at 16 and 8
@@ -207,7 +212,6 @@ class NCSN(nn.Module):
                 self.up.append(nn.ModuleList([nn.Upsample(scale_factor=2, mode="nearest"),
                                               nn.Conv2d(ch, ch, 3, padding=1)]))
         self.tail = nn.Sequential(nn.GroupNorm(_groups(ch), ch), nn.SiLU(), nn.Conv2d(ch, c, 3, padding=1))
-        self.downsamplings = len(chans) - 1
 
     @staticmethod
     def _layer(blk: nn.Module, h: torch.Tensor, emb: torch.Tensor, K: int) -> torch.Tensor:
@@ -239,7 +243,7 @@ class NCSN(nn.Module):
         c = self.config.channels
         if m.dim() != 5 or m.shape[1] != 1 or m.shape[2] != c:
             raise ValueError(f"mixture must have shape [B, 1, {c}, H, W], got {tuple(m.shape)}")
-        div = 2 ** self.downsamplings
+        div = self.config.size_multiple
         if m.shape[-1] % div or m.shape[-2] % div:
             raise ValueError(f"image size {tuple(m.shape[-2:])} must be divisible by {div} for "
                              f"ch_mult {self.config.ch_mult}; pad or change ch_mult")

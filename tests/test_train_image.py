@@ -102,8 +102,7 @@ def test_unsupervised_stages_are_given_no_sources(cifar, tmp_path):
     args = train_image.parse_args(["--dataset", "cifar10", "--data-dir", cifar, "--out", str(tmp_path)])
     images = torch.rand(6, 3, 32, 32)
     for mode in train_image.MODES:
-        kind = "flow" if mode in ("sup-flow", "rm", "sr") else "regression"
-        cfg = train_image.make_config("cpu", 3, 2, kind)
+        cfg = train_image.network_config(mode, "cpu", 3)
         stage = train_image.Stage(mode, cfg, args, torch.device("cpu"), images)
         supervised = mode.startswith("sup")
         assert (stage.sources is not None) == supervised, mode
