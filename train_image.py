@@ -32,8 +32,6 @@ Choices where the papers are silent (README, "Choices"):
 from __future__ import annotations
 
 import argparse
-import copy
-import dataclasses
 import glob
 import json
 import math
@@ -42,16 +40,17 @@ import sys
 import time
 
 import torch
-from tqdm import tqdm
 
 from surf_mini import data as D
-from surf_mini.ema import beta_at, ema_update, hybrid_teacher_sample
+from surf_mini import training
+from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import euler_sample, floss_loss, initial_state
 from surf_mini.metrics import image_scores, match_images
 from surf_mini.mixit import merge_outputs, mixit_loss
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
+from surf_mini.training import init_from, write_text
 
 MODES = ("sup-reg", "sup-flow", "mixit", "remixit", "selfremix", "rm", "sr")
 METHOD_NAMES = {"sup-reg": "supervised regression", "sup-flow": "supervised flow",
@@ -129,22 +128,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 
 # --------------------------------------------------------------------------------------
-# Checkpoints: self-describing (config inside), atomic (temporary file, then rename)
+# Networks, checkpoints and stages (the loop itself is surf_mini.training's)
 # --------------------------------------------------------------------------------------
-
-def save_checkpoint(path: str, state: dict) -> None:
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a results file atomically (temporary file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
 
 def network_config(mode: str, net: str, channels: int) -> NCSNConfig:
     """The network a mode trains: M = 4 regression for MixIT and the regression remixing
@@ -157,15 +142,7 @@ def network_config(mode: str, net: str, channels: int) -> NCSNConfig:
 
 
 def read_checkpoint(path: str) -> dict:
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path!r} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SystemExit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != CKPT_KIND:
-        raise SystemExit(f"error: {path!r} is not a surf_mini image checkpoint")
-    return ckpt
+    return training.read_checkpoint(path, CKPT_KIND, "image")
 
 
 def network_from(ckpt: dict, which: str = "ema") -> NCSN:
@@ -175,76 +152,22 @@ def network_from(ckpt: dict, which: str = "ema") -> NCSN:
     return net
 
 
-# --------------------------------------------------------------------------------------
-# Stages
-# --------------------------------------------------------------------------------------
-
-def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
-    """Linear warm-up then cosine decay (FLOSS section 4: ramp, then cosine)."""
-    ramp = min(1.0, (step + 1) / max(1, warmup))
-    return peak * ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
-
-
-def init_from(student: NCSN, source: NCSN) -> int:
-    """Copy every parameter whose name and shape agree; returns how many tensors were copied."""
-    own = student.state_dict()
-    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
-    own.update(shared)
-    student.load_state_dict(own)
-    return len(shared)
-
-
-class Stage:
-    """One training loop's state: network, EMA copy, optimizer, RNGs, step counter."""
+class Stage(training.Stage):
+    """A ``training.Stage`` on images, with its data: unsupervised stages get the
+    mixtures-only ``MixtureSampler`` and nothing else; supervised ones a ``SourceSampler``."""
 
     def __init__(self, name: str, config: NCSNConfig, args, device, images: torch.Tensor,
                  teacher: NCSN | None = None):
-        self.name, self.args, self.device = name, args, device
-        self.path = os.path.join(args.out, f"{name}.pt")
-        seed = args.seed * 100 + MODES.index(name)
-        torch.manual_seed(seed + 2)                                         # init, dropout
-        self.net = NCSN(config).to(device)
-        self.teacher = teacher                       # frozen MixIT network (stages after mixit)
-        self.total = args.steps if name == args.mode else args.teacher_steps   # own stage: --steps
-        self.step = 0
-        self.g_data = torch.Generator().manual_seed(seed)                  # data draws (CPU)
-        self.g_alg = torch.Generator(device=device).manual_seed(seed + 1)  # noise, t, shuffles
-        # Unsupervised stages get the mixtures-only view of the data and nothing else.
+        def init(net):
+            if teacher is not None and name in ("remixit", "selfremix"):
+                net.load_state_dict(teacher.state_dict())                  # student = teacher
+            elif teacher is not None:
+                init_from(net, teacher)
+        super().__init__(name, lambda: NCSN(config), kind=CKPT_KIND, args=args, device=device,
+                         total=args.steps if name == args.mode else args.teacher_steps,  # own: --steps
+                         seed=args.seed * 100 + MODES.index(name), teacher=teacher, init=init)
         self.mixtures = D.MixtureSampler(images, self.g_data)
         self.sources = D.SourceSampler(images, self.g_data) if name.startswith("sup") else None
-        if teacher is not None and name in ("remixit", "selfremix"):
-            self.net.load_state_dict(teacher.state_dict())                 # student = teacher
-        elif teacher is not None:
-            init_from(self.net, teacher)
-        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
-        self.opt = torch.optim.AdamW(self.net.parameters(), lr=args.lr, weight_decay=0.01)
-        self.fwd = torch.compile(self.net) if args.compile else self.net
-        self.ema_fwd = torch.compile(self.ema) if args.compile else self.ema
-
-    def state(self) -> dict:
-        return {"kind": CKPT_KIND, "stage": self.name, "config": dataclasses.asdict(self.net.config),
-                "model": self.net.state_dict(), "ema": self.ema.state_dict(),
-                "opt": self.opt.state_dict(), "step": self.step, "total_steps": self.total,
-                "args": {k: v for k, v in vars(self.args).items()},
-                "teacher": None if self.teacher is None else
-                {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
-                "rng": {"data": self.g_data.get_state(), "alg": self.g_alg.get_state(),
-                        "torch": torch.get_rng_state(),                        # dropout (CPU)
-                        "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}}
-
-    def load(self, ckpt: dict) -> None:
-        if ckpt["stage"] != self.name or ckpt["config"] != dataclasses.asdict(self.net.config):
-            raise SystemExit(f"error: {self.path!r} holds stage {ckpt['stage']!r} with another "
-                             f"network; use a fresh --out or drop --resume")
-        self.net.load_state_dict(ckpt["model"])
-        self.ema.load_state_dict(ckpt["ema"])
-        self.opt.load_state_dict(ckpt["opt"])
-        self.step = ckpt["step"]
-        self.g_data.set_state(ckpt["rng"]["data"])
-        self.g_alg.set_state(ckpt["rng"]["alg"])
-        torch.set_rng_state(ckpt["rng"]["torch"])
-        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])                 # dropout (GPU)
 
 
 def stage_loss(stage: Stage) -> torch.Tensor:
@@ -279,43 +202,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
 
 
 def optimizer_step(stage: Stage) -> torch.Tensor:
-    """Loss, AdamW step (lr from the schedule, gradients clipped at 1), EMA update."""
-    a = stage.args
-    for group in stage.opt.param_groups:
-        group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
-    loss = stage_loss(stage)
-    if not torch.isfinite(loss):
-        raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; lower --lr")
-    stage.opt.zero_grad(set_to_none=True)
-    loss.backward()
-    torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
-    stage.opt.step()
-    ema_update(stage.ema, stage.net, a.ema)                                # SURF Alg. 1, line 16
-    return loss
-
-
-def train_stage(stage: Stage) -> dict:
-    """The plain loop: ``optimizer_step`` until the stage's step count, periodic atomic checkpoints."""
-    a = stage.args
-    stage.net.train()
-    t0, losses = time.time(), []
-    bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, dynamic_ncols=True,
-               mininterval=0.5 if sys.stderr.isatty() else 30)                # sparse in log files
-    while stage.step < stage.total:
-        loss = optimizer_step(stage)
-        stage.step += 1
-        losses.append(loss.item())
-        bar.update(1)
-        if stage.step % 50 == 0:
-            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3g}")
-        if stage.step % a.ckpt_every == 0 or stage.step == stage.total:
-            save_checkpoint(stage.path, stage.state())
-    bar.close()
-    steps = len(losses)
-    return {"stage": stage.name, "steps": stage.total, "steps_this_run": steps,
-            "seconds": round(time.time() - t0, 1),
-            "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
-            "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None}
+    """One training step of ``stage`` (``training.optimizer_step`` with this script's loss)."""
+    return training.optimizer_step(stage, stage_loss)
 
 
 def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None):
@@ -324,7 +212,7 @@ def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None)
     if args.resume and os.path.isfile(stage.path):
         stage.load(read_checkpoint(stage.path))
         print(f"resuming {name} at step {stage.step}/{stage.total}", file=sys.stderr)
-    return stage, train_stage(stage)
+    return stage, training.train_stage(stage, stage_loss)
 
 
 # --------------------------------------------------------------------------------------

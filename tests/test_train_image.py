@@ -6,6 +6,7 @@ import pytest
 import torch
 
 import train_image
+from surf_mini import training
 from tests.test_data_metrics import write_tiny_cifar
 
 
@@ -45,7 +46,7 @@ def test_resume_continues_where_it_stopped(cifar, tmp_path, monkeypatch):
     run(cifar, full, "--mode", "sr", "--steps", "4", "--ckpt-every", "2")
 
     # Kill the second run right after its step-2 checkpoint of the SURF stage.
-    real_save = train_image.save_checkpoint
+    real_save = training.save_checkpoint
 
     def save_then_die(path, state):
         real_save(path, state)
@@ -53,10 +54,10 @@ def test_resume_continues_where_it_stopped(cifar, tmp_path, monkeypatch):
             raise KeyboardInterrupt
 
     cut = tmp_path / "cut"
-    monkeypatch.setattr(train_image, "save_checkpoint", save_then_die)
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
         run(cifar, cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2")
-    monkeypatch.setattr(train_image, "save_checkpoint", real_save)
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
     res = run(cifar, cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2", "--resume")
 
     assert [s["steps_this_run"] for s in res["stages"]] == [0, 2]        # nothing redone

@@ -1,0 +1,166 @@
+"""What train_image.py and train_audio.py share: the plain training loop and its checkpoints.
+
+No separation math lives here (that is flow/pit/remix/mixit/ema); this is the plumbing of
+FLOSS section 4 / SURF D.3 training as both scripts run it:
+
+  * ``Stage``: one network being trained, with its EMA copy (SURF Alg. 1 line 16), AdamW,
+    two random generators (data draws, and the algorithm's noise / t / shuffles) and a step
+    counter; ``state()`` / ``load()`` turn it into a self-describing checkpoint and back,
+    RNGs and optimizer included, so a resumed run continues bit for bit.
+  * ``optimizer_step`` / ``train_stage``: lr schedule, loss, finite check, backward, clip,
+    AdamW, EMA update; the loop with tqdm and periodic atomic checkpoints.
+  * ``save_checkpoint`` / ``write_text`` (temporary file, then rename) and ``read_checkpoint``
+    with a one-line error for a missing, unreadable or foreign file.
+
+Each script supplies what differs: how its network is built and which loss a stage computes.
+"""
+from __future__ import annotations
+
+import copy
+import dataclasses
+import math
+import os
+import sys
+import time
+from typing import Callable
+
+import torch
+from tqdm import tqdm
+
+from .ema import ema_update
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic ``torch.save``: a crash mid-write never leaves a truncated checkpoint."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a results file atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def read_checkpoint(path: str, kind: str, what: str) -> dict:
+    """Load a checkpoint whose ``kind`` field must be ``kind``; SystemExit with one line otherwise."""
+    if not os.path.isfile(path):
+        raise SystemExit(f"error: checkpoint {path!r} not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=False)
+    except Exception as e:
+        raise SystemExit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
+        raise SystemExit(f"error: {path!r} is not a surf_mini {what} checkpoint")
+    return ckpt
+
+
+def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
+    """Linear warm-up then cosine decay (FLOSS section 4: ramp, then cosine)."""
+    ramp = min(1.0, (step + 1) / max(1, warmup))
+    return peak * ramp * 0.5 * (1 + math.cos(math.pi * min(step, total) / total))
+
+
+def init_from(student: torch.nn.Module, source: torch.nn.Module) -> int:
+    """Copy every parameter whose name and shape agree; returns how many tensors were copied."""
+    own = student.state_dict()
+    shared = {k: v for k, v in source.state_dict().items() if k in own and own[k].shape == v.shape}
+    own.update(shared)
+    student.load_state_dict(own)
+    return len(shared)
+
+
+class Stage:
+    """One training loop's state: network, EMA copy, optimizer, RNGs, step counter.
+
+    ``build()`` makes the network; it runs right after ``torch.manual_seed(seed + 2)`` so the
+    initialization depends on the seed only. ``init(net)`` (optional) then loads starting
+    weights, before the EMA copy is taken. ``teacher`` is a frozen network stored inside the
+    checkpoint so a stage can be resumed or evaluated without the run that made it.
+    """
+
+    def __init__(self, name: str, build: Callable[[], torch.nn.Module], *, kind: str, args,
+                 device: torch.device, total: int, seed: int, teacher: torch.nn.Module | None = None,
+                 init: Callable[[torch.nn.Module], object] | None = None):
+        self.name, self.kind, self.args, self.device, self.total = name, kind, args, device, total
+        self.path = os.path.join(args.out, f"{name}.pt")
+        torch.manual_seed(seed + 2)                                         # init, dropout
+        self.net = build().to(device)
+        self.teacher = teacher
+        self.step = 0
+        self.g_data = torch.Generator().manual_seed(seed)                  # data draws (CPU)
+        self.g_alg = torch.Generator(device=device).manual_seed(seed + 1)  # noise, t, shuffles
+        if init is not None:
+            init(self.net)
+        self.ema = copy.deepcopy(self.net).eval().requires_grad_(False)
+        self.opt = torch.optim.AdamW(self.net.parameters(), lr=args.lr, weight_decay=0.01)
+        self.fwd = torch.compile(self.net) if args.compile else self.net
+        self.ema_fwd = torch.compile(self.ema) if args.compile else self.ema
+
+    def state(self) -> dict:
+        return {"kind": self.kind, "stage": self.name, "config": dataclasses.asdict(self.net.config),
+                "model": self.net.state_dict(), "ema": self.ema.state_dict(),
+                "opt": self.opt.state_dict(), "step": self.step, "total_steps": self.total,
+                "args": dict(vars(self.args)),
+                "teacher": None if self.teacher is None else
+                {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
+                "rng": {"data": self.g_data.get_state(), "alg": self.g_alg.get_state(),
+                        "torch": torch.get_rng_state(),                        # dropout (CPU)
+                        "cuda": torch.cuda.get_rng_state_all() if self.device.type == "cuda" else None}}
+
+    def load(self, ckpt: dict) -> None:
+        if ckpt["stage"] != self.name or ckpt["config"] != dataclasses.asdict(self.net.config):
+            raise SystemExit(f"error: {self.path!r} holds stage {ckpt['stage']!r} with another "
+                             f"network; use a fresh --out or drop --resume")
+        self.net.load_state_dict(ckpt["model"])
+        self.ema.load_state_dict(ckpt["ema"])
+        self.opt.load_state_dict(ckpt["opt"])
+        self.step = ckpt["step"]
+        self.g_data.set_state(ckpt["rng"]["data"])
+        self.g_alg.set_state(ckpt["rng"]["alg"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if self.device.type == "cuda" and ckpt["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])                 # dropout (GPU)
+
+
+def optimizer_step(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> torch.Tensor:
+    """Loss, AdamW step (lr from the schedule, gradients clipped at 1), EMA update."""
+    a = stage.args
+    for group in stage.opt.param_groups:
+        group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
+    loss = loss_fn(stage)
+    if not torch.isfinite(loss):
+        raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; lower --lr")
+    stage.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    torch.nn.utils.clip_grad_norm_(stage.net.parameters(), 1.0)
+    stage.opt.step()
+    ema_update(stage.ema, stage.net, a.ema)                                # SURF Alg. 1, line 16
+    return loss
+
+
+def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
+    """The plain loop: ``optimizer_step`` until the stage's step count, periodic atomic checkpoints."""
+    a = stage.args
+    stage.net.train()
+    t0, losses = time.time(), []
+    bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, dynamic_ncols=True,
+               mininterval=0.5 if sys.stderr.isatty() else 30)                # sparse in log files
+    while stage.step < stage.total:
+        loss = optimizer_step(stage, loss_fn)
+        stage.step += 1
+        losses.append(loss.item())
+        bar.update(1)
+        if stage.step % 50 == 0:
+            bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3g}")
+        if stage.step % a.ckpt_every == 0 or stage.step == stage.total:
+            save_checkpoint(stage.path, stage.state())
+    bar.close()
+    steps = len(losses)
+    return {"stage": stage.name, "steps": stage.total, "steps_this_run": steps,
+            "seconds": round(time.time() - t0, 1),
+            "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
+            "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None}
