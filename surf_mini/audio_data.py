@@ -280,6 +280,34 @@ def librimix_items(csv_path: str) -> list[dict]:
     return [{"mixture": r["mixture_path"], "sources": [r[k] for k in keys]} for r in rows]
 
 
+
+class LibriMixSampler:
+    """Random crops of LibriMix mixtures and their sources, read from disk on demand.
+
+    ``items`` from ``librimix_items``. ``batch(B)`` -> (m [B, 1, T], sources [B, K, T]) like
+    ``ClipMixer``; the mixture is the sum of the (resampled) sources, so SURF (1) holds exactly
+    whatever noise the LibriMix recipe added to its own mixture file. Wrap it in a
+    ``MixtureView`` for the unsupervised stages.
+    """
+
+    def __init__(self, items: list[dict], sample_rate: int, length: int, generator):
+        if not items:
+            raise AudioDataError("LibriMix metadata lists no mixtures")
+        self.items, self.sr, self.length, self.g = items, sample_rate, length, generator
+
+    def batch(self, B: int):
+        import torch
+        rows = []
+        for _ in range(B):
+            item = self.items[int(torch.randint(len(self.items), (1,), generator=self.g))]
+            srcs = [read_audio(path, self.sr) for path in item["sources"]]
+            n = min(len(x) for x in srcs)
+            start = int(torch.randint(max(1, n - self.length + 1), (1,), generator=self.g))
+            crops = [x[start:start + self.length] for x in srcs]            # one start for all
+            rows.append(torch.stack([torch.nn.functional.pad(c, (0, self.length - len(c))) for c in crops]))
+        sources = torch.stack(rows)
+        return sources.sum(1, keepdim=True), sources
+
 if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] != "make-demo":
         raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR")

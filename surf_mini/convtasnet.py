@@ -41,7 +41,7 @@ class ConvTasNetConfig:
 
 PRESETS = {
     "paper": dict(n_fft=768, hop=384, bottleneck=384, hidden=512, blocks=8, repeats=1),
-    "cpu": dict(n_fft=256, hop=128, bottleneck=64, hidden=128, blocks=6, repeats=1),
+    "cpu": dict(n_fft=256, hop=64, bottleneck=128, hidden=256, blocks=8, repeats=2),
 }
 
 

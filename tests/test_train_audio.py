@@ -1,0 +1,121 @@
+"""train_audio.py end to end on the shipped demo speech: every mode, mixtures-only data,
+resume, teacher reuse, export."""
+import json
+import math
+import os
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+import train_audio
+from surf_mini import audio_data as A
+from surf_mini import training
+
+
+def run(out, *extra):
+    argv = ["--net", "cpu", "--teacher-steps", "2", "--steps", "2", "--batch", "2", "--seconds", "0.5",
+            "--eval-size", "2", "--eval-seconds", "0.5", "--warmup", "1", "--threads", "1",
+            "--out", str(out), *extra]
+    return train_audio.main(argv)
+
+
+@pytest.mark.parametrize("mode", train_audio.MODES)
+def test_every_mode_trains_and_scores(tmp_path, mode):
+    res = run(tmp_path, "--mode", mode)
+    rows = res["rows"]
+    assert rows[0]["method"] == train_audio.METHOD_NAMES[mode]
+    for r in rows:
+        assert all(math.isfinite(r[k]) for k in ("si_sdr", "si_sdri", "estoi", "pesq")), r
+    stages = [s["stage"] for s in res["stages"]]
+    assert stages == (["mixit", mode] if mode in train_audio.NEEDS_TEACHER else [mode])
+    ckpt = train_audio.read_checkpoint(str(tmp_path / f"{mode}.pt"))
+    assert ckpt["step"] == 2 and ckpt["sample_rate"] == 8000
+    net = train_audio.network_from(ckpt)                                 # self-describing
+    assert type(net).__name__ == ("ConvTasNet" if mode == "mixit" else "MBTFLocoformer")
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["rows"] == json.loads(json.dumps(rows))
+    assert (tmp_path / "results.md").read_text().startswith("| method |")
+    assert (tmp_path / "examples" / "00_mix.wav").is_file()
+    assert not list(tmp_path.glob("*.tmp*"))                              # atomic writes only
+
+
+def test_unsupervised_stages_are_given_no_sources(tmp_path):
+    args = train_audio.parse_args(["--out", str(tmp_path)])
+    data = train_audio.training_data(args, 8000)
+    for mode in train_audio.MODES:
+        stage = train_audio.Stage(mode, train_audio.network_config(mode, "cpu"), args,
+                                  torch.device("cpu"), data)
+        assert (stage.sources is not None) == (mode in train_audio.SUPERVISED), mode
+        assert set(vars(stage.mixtures)) == {"mixtures"}                 # the view holds nothing else
+
+
+def test_a_folder_of_mixtures_only(tmp_path):
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "mixtures"
+    folder.mkdir()
+    for i in range(3):                                                    # 44.1 kHz stereo: resampled, mixed down
+        sf.write(folder / f"m{i}.wav", 0.1 * rng.standard_normal((44100, 2)), 44100)
+    res = run(tmp_path / "o", "--mode", "sr", "--mixtures", str(folder))
+    assert [s["stage"] for s in res["stages"]] == ["mixit", "sr"]
+    with pytest.raises(SystemExit):                                       # supervised needs references
+        run(tmp_path / "p", "--mode", "sup-flow", "--mixtures", str(folder))
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SystemExit, match="error: .*no .*files"):
+        run(tmp_path / "q", "--mode", "sr", "--mixtures", str(tmp_path / "empty"))
+
+
+def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
+    full = tmp_path / "full"
+    run(full, "--mode", "sr", "--steps", "4", "--ckpt-every", "2")
+    real_save = training.save_checkpoint
+
+    def save_then_die(path, state):
+        real_save(path, state)
+        if state["stage"] == "sr" and state["step"] == 2:
+            raise KeyboardInterrupt
+
+    cut = tmp_path / "cut"
+    monkeypatch.setattr(training, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        run(cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2")
+    monkeypatch.setattr(training, "save_checkpoint", real_save)
+    res = run(cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2", "--resume")
+    assert [s["steps_this_run"] for s in res["stages"]] == [0, 2]        # nothing redone
+    a = torch.load(full / "sr.pt", weights_only=False)
+    b = torch.load(cut / "sr.pt", weights_only=False)
+    for key in ("model", "ema"):
+        for name, value in a[key].items():
+            assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def test_teacher_reuse_and_export(tmp_path, capsys):
+    run(tmp_path / "mixit", "--mode", "mixit")
+    res = run(tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"))
+    assert [s["stage"] for s in res["stages"]] == ["rm"]
+    with pytest.raises(SystemExit, match="need a MixIT one"):
+        run(tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
+    train_audio.main(["--export", str(tmp_path / "rm" / "rm.pt"), str(tmp_path / "small.pt")])
+    small = train_audio.read_checkpoint(str(tmp_path / "small.pt"))
+    assert "opt" not in small and "model" not in small and small["trained_with"]["mode"] == "rm"
+    assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tmp_path / "rm" / "rm.pt") / 2
+    capsys.readouterr()
+    train_audio.main(["--collect", str(tmp_path)])
+    table = capsys.readouterr().out
+    assert "SURF (ReMixIT)" in table and "| MixIT |" in table
+
+
+def test_librimix_sampler_reads_aligned_crops(tmp_path, gen):
+    rng = np.random.default_rng(1)
+    rows = []
+    for i in range(2):
+        paths = []
+        for k in range(2):
+            p = tmp_path / f"s{i}{k}.wav"
+            sf.write(p, 0.1 * rng.standard_normal(16000 + 500 * k), 16000)
+            paths.append(str(p))
+        rows.append({"mixture": "", "sources": paths})
+    m, s = A.LibriMixSampler(rows, 8000, 3000, gen).batch(3)
+    assert m.shape == (3, 1, 3000) and s.shape == (3, 2, 3000)
+    assert torch.allclose(s.sum(1, keepdim=True), m)

@@ -1,0 +1,440 @@
+"""Train and evaluate speech separators on two-speaker mixtures (SURF section 5.2, Table 4).
+
+    python train_audio.py --preset quick                        # demo speech, SURF-SR, CPU
+    python train_audio.py --mode rm --teacher runs/x/mixit.pt   # reuse a trained MixIT teacher
+    python train_audio.py --mode sr --mixtures my_mixtures/     # mixture recordings only
+    python train_audio.py --mode sr --librimix train-360.csv --preset paper   # the paper (GPU)
+    python train_audio.py --collect runs/audio                  # one table from several runs
+    python train_audio.py --export runs/audio-sr/sr.pt model.pt # small checkpoint for separate.py
+
+Modes (as train_image.py; SURF Table 4 has all but sup-reg):
+    sup-reg    supervised regression locoformer, PIT on 10 log10 ||x - x_hat||^2   SURF (3)
+    sup-flow   supervised flow matching (FLOSS), PIT at t = 0, L^dB loss           FLOSS (17), (19)
+    mixit      ConvTasNet MixIT teacher, M = 4, neg. thresholded SNR               Wisdom et al. 2020
+    remixit    regression ReMixIT locoformer student, MSE                          SURF (16)
+    selfremix  regression Self-Remixing locoformer student, MSE                    SURF (17)
+    rm         SURF (ReMixIT): Algorithm 1 with RM-FM, L^dB                        SURF (24)
+    sr         SURF (Self-Remixing): Algorithm 1 with SR-FM, L^dB                  SURF (30)
+
+Networks (SURF D.5): the frozen teacher is a ConvTasNet (real masks, STFT front end) trained
+with MixIT on mixtures of two two-speaker mixtures; every other model is an MB-TFLocoformer,
+in flow mode or in regression mode (mixture in, K outputs). Training data, one of:
+  * ``--data DIR`` single-speaker clips mixed on the fly (default: the shipped demo set, its
+    ``train`` speakers); the unsupervised stages see only the mixtures (``MixtureView``);
+  * ``--mixtures DIR`` a folder of mixture recordings, no references at all (unsupervised
+    modes only);
+  * ``--librimix CSV`` LibriMix metadata (mixtures for the unsupervised stages, sources for
+    the supervised ones).
+Evaluation: ``--eval-size`` fixed two-speaker mixtures of the held-out speakers of ``--data``
+(or the mixtures of ``--eval-csv``), SI-SDR, SI-SDRi, ESTOI and wide-band PESQ; flows sample
+with 5-step Euler. ``results.json``, ``results.md`` and ``examples/*.wav`` go to ``--out``.
+
+Choices where the papers are silent (README, "Choices"):
+  * K = 2 everywhere but the teacher, whose M = 4 outputs are merged to 2 with
+    ``mixit.merge_outputs`` (no reference) before any remixing, as for images.
+  * The locoformer students cannot start from the ConvTasNet's weights; they start fresh.
+    SURF's hybrid teacher (D.3) bridges the gap for the flows. For the regression students
+    the same role is played by a per-batch coin: with probability beta (1 -> 0 over
+    ``--beta-steps``) the batch's teacher estimates come from the frozen MixIT teacher,
+    otherwise from the student's EMA copy.
+  * Every network keeps an EMA copy, which is what is evaluated and what teaches.
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import os
+import sys
+import time
+
+import torch
+
+from surf_mini import audio_data as A
+from surf_mini import training
+from surf_mini.convtasnet import ConvTasNet, ConvTasNetConfig
+from surf_mini.convtasnet import make_config as tasnet_config
+from surf_mini.ema import beta_at, hybrid_teacher_sample
+from surf_mini.flow import euler_sample, floss_loss, initial_state
+from surf_mini.locoformer import LocoformerConfig, MBTFLocoformer
+from surf_mini.locoformer import make_config as loco_config
+from surf_mini.metrics import audio_scores
+from surf_mini.mixit import merge_outputs, mixit_loss
+from surf_mini.pit import pit_loss
+from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
+from surf_mini.training import write_text
+
+MODES = ("sup-reg", "sup-flow", "mixit", "remixit", "selfremix", "rm", "sr")
+METHOD_NAMES = {"sup-reg": "supervised regression", "sup-flow": "supervised flow",
+                "mixit": "MixIT", "remixit": "ReMixIT (regression)",
+                "selfremix": "Self-Remixing (regression)", "rm": "SURF (ReMixIT)",
+                "sr": "SURF (Self-Remixing)"}
+NEEDS_TEACHER = ("remixit", "selfremix", "rm", "sr")
+SUPERVISED = ("sup-reg", "sup-flow")
+MIXIT_OUTPUTS = 4           # M: a mixture of two two-speaker mixtures holds 4 (SURF D.5)
+K = 2                       # speakers per mixture
+CKPT_KIND = "surf_mini.audio"
+EVAL_SEED = 12345
+
+PRESETS = {
+    # The README's audio job on 2 CPU cores: cpu locoformer (8 kHz), one-second crops.
+    "quick": dict(mode="sr", net="cpu", teacher_steps=1000, steps=600, batch=8, seconds=1.0,
+                  lr=2e-3, warmup=100, ema=0.99, beta_steps=300, eval_size=100),
+    # SURF D.5 / Table 7 and FLOSS section 4 (a GPU job): 16 kHz, the 33M locoformer, the
+    # 5.5M ConvTasNet, 250k steps, lr 1e-4 after a 25k ramp, EMA 0.999, beta over 200k steps.
+    "paper": dict(net="paper", teacher_steps=250_000, steps=250_000, batch=16, seconds=4.0,
+                  lr=1e-4, warmup=25_000, ema=0.999, beta_steps=200_000, eval_size=3000),
+}
+DEFAULTS = dict(mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=8, seconds=1.0, lr=2e-3,
+                warmup=100, ema=0.99, beta_steps=1000, eval_size=100, eval_seconds=2.0)
+
+
+# --------------------------------------------------------------------------------------
+# Options
+# --------------------------------------------------------------------------------------
+
+def parse_args(argv=None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", choices=sorted(PRESETS), help="named settings (others override them)")
+    p.add_argument("--mode", choices=MODES)
+    p.add_argument("--net", choices=("cpu", "paper"), help="locoformer and ConvTasNet presets")
+    p.add_argument("--steps", type=int, help="optimizer steps of the mode's own stage")
+    p.add_argument("--teacher-steps", type=int, help="optimizer steps of the MixIT teacher stage")
+    p.add_argument("--teacher", help="MixIT checkpoint to use instead of training one")
+    p.add_argument("--batch", type=int, help="mixtures per step (B)")
+    p.add_argument("--seconds", type=float, help="length of the training crops")
+    p.add_argument("--lr", type=float, help="peak AdamW learning rate")
+    p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
+    p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
+    p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
+    p.add_argument("--data", default=A.DEMO_DIR,
+                   help="folder of single-speaker clips (default: the shipped demo set)")
+    p.add_argument("--mixtures", help="folder of mixture recordings to train the unsupervised modes on")
+    p.add_argument("--librimix", help="LibriMix metadata CSV to train on")
+    p.add_argument("--eval-csv", help="LibriMix metadata CSV of the test set (default: held-out --data speakers)")
+    p.add_argument("--eval-size", type=int, help="held-out test mixtures to score")
+    p.add_argument("--eval-seconds", type=float, help="length of the test mixtures")
+    p.add_argument("--out", help="run folder (default runs/audio-<mode>)")
+    p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
+    p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps")
+    p.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--collect", metavar="DIR", help="print one table from DIR/*/results.json and exit")
+    p.add_argument("--export", nargs=2, metavar=("CKPT", "OUT"),
+                   help="write CKPT's EMA network alone (what separate.py needs) to OUT and exit")
+    args = p.parse_args(argv)
+    if args.collect or args.export:
+        return args
+    defaults = dict(DEFAULTS, **PRESETS.get(args.preset, {}))
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+    if args.teacher and args.mode not in NEEDS_TEACHER:
+        p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
+    if args.mixtures and args.librimix:
+        p.error("give at most one of --mixtures and --librimix")
+    if args.mixtures and args.mode in SUPERVISED:
+        p.error(f"--mode {args.mode} needs references; --mixtures gives mixtures only (use --data)")
+    if min(args.steps, args.teacher_steps, args.batch, args.eval_size) < 1 or \
+            min(args.seconds, args.eval_seconds) <= 0:
+        p.error("--steps, --teacher-steps, --batch, --eval-size, --seconds and --eval-seconds must be positive")
+    if not 0.0 <= args.ema <= 1.0:
+        p.error("--ema must be in [0, 1]")
+    args.out = args.out or os.path.join("runs", f"audio-{args.mode}")
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    return args
+
+
+# --------------------------------------------------------------------------------------
+# Networks and checkpoints
+# --------------------------------------------------------------------------------------
+
+def network_config(mode: str, net: str):
+    """ConvTasNet (M = 4) for MixIT, regression locoformer (K = 2) for sup-reg and the
+    regression remixing students, flow locoformer (K = 2) otherwise."""
+    if mode == "mixit":
+        return tasnet_config(net, MIXIT_OUTPUTS)
+    return loco_config(net, K, "regression" if mode in ("sup-reg", "remixit", "selfremix") else "flow")
+
+
+def sample_rate_of(net: str) -> int:
+    return loco_config(net, K, "flow").sample_rate
+
+
+def build(config) -> torch.nn.Module:
+    return ConvTasNet(config) if isinstance(config, ConvTasNetConfig) else MBTFLocoformer(config)
+
+
+def network_from(ckpt: dict, which: str = "ema") -> torch.nn.Module:
+    """Rebuild the network a checkpoint describes (``arch`` + ``config``) and load ``which``."""
+    cls = {"convtasnet": ConvTasNetConfig, "locoformer": LocoformerConfig}[ckpt["arch"]]
+    net = build(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()}))
+    net.load_state_dict(ckpt[which])
+    return net
+
+
+def read_checkpoint(path: str) -> dict:
+    return training.read_checkpoint(path, CKPT_KIND, "audio")
+
+
+def export(src: str, dst: str) -> None:
+    """Keep only what separation needs (config, EMA weights, rate, provenance); atomic."""
+    ckpt = read_checkpoint(src)
+    small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "step")}
+    small["trained_with"] = {k: ckpt["args"].get(k) for k in
+                             ("mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
+                              "beta_steps", "data", "mixtures", "librimix", "seed")}
+    training.save_checkpoint(dst, small)
+    print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.1f} MB): {ckpt['stage']} at step {ckpt['step']}")
+
+
+class Stage(training.Stage):
+    """A ``training.Stage`` on audio with its data: unsupervised stages get the mixtures-only
+    ``MixtureView`` and nothing else; supervised ones a source sampler."""
+
+    def __init__(self, name: str, config, args, device, data, teacher=None):
+        super().__init__(name, lambda: build(config), kind=CKPT_KIND, args=args, device=device,
+                         total=args.steps if name == args.mode else args.teacher_steps,
+                         seed=args.seed * 100 + MODES.index(name), teacher=teacher)
+        self.arch = "convtasnet" if isinstance(config, ConvTasNetConfig) else "locoformer"
+        self.sample_rate = data["sample_rate"]
+        sampler = data["sampler"](self.g_data)                   # None for --mixtures
+        self.sources = sampler if name in SUPERVISED else None
+        self.mixtures = data["view"](sampler, self.g_data)
+
+    def state(self) -> dict:
+        return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate)
+
+
+def training_data(args, sr: int) -> dict:
+    """How stages draw data: ``sampler(g)`` -> object with ``batch(B)`` or None, and
+    ``view(sampler, g)`` -> ``MixtureView`` (mixtures only)."""
+    length = int(round(args.seconds * sr))
+    if args.mixtures:
+        A.list_audio(args.mixtures)                              # fail early, one line
+        return {"sample_rate": sr, "sampler": lambda g: None,
+                "view": lambda s, g: A.MixtureView(folder=args.mixtures, sample_rate=sr, length=length,
+                                                   generator=g)}
+    if args.librimix:
+        items = A.librimix_items(args.librimix)
+        sampler = lambda g: A.LibriMixSampler(items, sr, length, g)          # noqa: E731
+    else:
+        split = "train" if os.path.isfile(os.path.join(args.data, "manifest.csv")) else None
+        clips = A.load_clips(args.data, sr, split)
+        sampler = lambda g: A.ClipMixer(clips, K, length, g)                 # noqa: E731
+    return {"sample_rate": sr, "sampler": sampler, "view": lambda s, g: A.MixtureView(mixer=s)}
+
+
+def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Fixed evaluation mixtures [N, 1, T] and references [N, K, T] of held-out speakers."""
+    g = torch.Generator().manual_seed(EVAL_SEED)
+    length = int(round(args.eval_seconds * sr))
+    if args.eval_csv:
+        return A.LibriMixSampler(A.librimix_items(args.eval_csv), sr, length, g).batch(args.eval_size)
+    split = "test" if os.path.isfile(os.path.join(args.data, "manifest.csv")) else None
+    return A.ClipMixer(A.load_clips(args.data, sr, split), K, length, g).batch(args.eval_size)
+
+
+# --------------------------------------------------------------------------------------
+# Losses
+# --------------------------------------------------------------------------------------
+
+def stage_loss(stage: Stage) -> torch.Tensor:
+    """One batch's loss for the stage's method (mean over the batch)."""
+    a, dev, B, name = stage.args, stage.device, stage.args.batch, stage.name
+    g, net = stage.g_alg, stage.fwd
+    if name == "sup-reg":                                                  # SURF (3)
+        m, x = (t.to(dev) for t in stage.sources.batch(B))
+        return pit_loss(net(m), x, kind="log").mean()
+    if name == "sup-flow":                                                 # FLOSS (17), (19)
+        _, x = stage.sources.batch(B)
+        return floss_loss(net, x.to(dev), kind="db", generator=g).mean()
+    if name == "mixit":                                                    # SURF D.5: two 2-speaker
+        mix_a = stage.mixtures.mixtures(B).to(dev)                         # mixtures, no single ones
+        mix_b = stage.mixtures.mixtures(B).to(dev)
+        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="snr")[0].mean()
+    m = stage.mixtures.mixtures(B).to(dev)                                 # [B, 1, T]
+    beta = beta_at(stage.step, a.beta_steps)
+    frozen = lambda mm: merge_outputs(stage.teacher(mm), K)               # noqa: E731  [B, K, T]
+    if name in ("remixit", "selfremix"):
+        with torch.no_grad():                                             # Choice: beta coin
+            use_frozen = float(torch.rand(1, generator=g, device=dev)) < beta
+            x_bar = frozen(m) if use_frozen else stage.ema_fwd(m)          # [B, K, T]
+        x_tilde, pi = shuffle_sources(x_bar, g)                            # SURF (14)
+        est = net(mix(x_tilde))                                            # on M_tilde, SURF (15)
+        if name == "remixit":
+            return remixit_loss(est, x_tilde).mean()                       # SURF (16)
+        return self_remixing_loss(est, x_tilde, pi, m).mean()              # SURF (17)
+    with torch.no_grad():                                                  # Alg. 1 line 4, D.3
+        x_bar = hybrid_teacher_sample(frozen, stage.ema_fwd, m, K, beta, generator=g)
+    return surf_loss(net, x_bar, mode=name, kind="db", generator=g).loss.mean()   # lines 5-14
+
+
+def run_stage(name: str, args, device, data, teacher=None):
+    """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
+    stage = Stage(name, network_config(name, args.net), args, device, data, teacher)
+    if args.resume and os.path.isfile(stage.path):
+        stage.load(read_checkpoint(stage.path))
+        print(f"resuming {name} at step {stage.step}/{stage.total}", file=sys.stderr)
+    return stage, training.train_stage(stage, stage_loss)
+
+
+# --------------------------------------------------------------------------------------
+# Evaluation
+# --------------------------------------------------------------------------------------
+
+@torch.no_grad()
+def separate(net: torch.nn.Module, m: torch.Tensor, device, seed: int, batch: int = 16,
+             steps="floss5") -> torch.Tensor:
+    """Estimates for [N, 1, T] mixtures: regression f(m), or Euler sampling for flows (5-step)."""
+    net.eval()
+    g = torch.Generator(device=device).manual_seed(seed)
+    flow = getattr(net.config, "mode", "regression") == "flow"
+    out = []
+    for i in range(0, len(m), batch):
+        mb = m[i:i + batch].to(device)
+        if flow:
+            x0 = initial_state(mb, net.config.num_sources, generator=g)   # SURF (4)
+            out.append(euler_sample(net, mb, net.config.num_sources, steps, x0=x0).cpu())
+        else:
+            out.append(net(mb).cpu())
+    return torch.cat(out)
+
+
+def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "") -> dict:
+    s = audio_scores(est, ref, m, sr, grouping)
+    sem = lambda x: (x.mean(1).std() / math.sqrt(len(x))).item()        # noqa: E731
+    return {"method": name, "si_sdr": s["si_sdr"].mean().item(), "si_sdri": s["si_sdri"].mean().item(),
+            "si_sdri_sem": sem(s["si_sdri"]), "estoi": s["estoi"].mean().item(),
+            "pesq": s["pesq"].mean().item(), "n": len(est), "outputs": est.shape[1],
+            "grouping": grouping if est.shape[1] > K else "PIT", "note": note}
+
+
+def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch.Tensor]:
+    rows = []
+    if teacher is not None:
+        t_est = separate(teacher, m, device, args.seed)
+        rows.append(score("its MixIT teacher", t_est, ref, m, sr, "merged", "what the student is fed"))
+        rows.append(score("its MixIT teacher", t_est, ref, m, sr, "oracle"))
+    est = separate(main, m, device, args.seed)
+    name = METHOD_NAMES[args.mode]
+    if est.shape[1] > K:
+        rows[:0] = [score(name, est, ref, m, sr, "merged"), score(name, est, ref, m, sr, "oracle")]
+    else:
+        rows.insert(0, score(name, est, ref, m, sr, "PIT"))
+    return rows, est
+
+
+def write_examples(folder: str, m, ref, est, sr: int, n: int = 3) -> None:
+    """The first test mixtures, their references and the (merged) estimates as wav files."""
+    import soundfile as sf
+    os.makedirs(folder, exist_ok=True)
+    est = merge_outputs(est[:n], K) if est.shape[1] > K else est[:n]
+    peak = max(m[:n].abs().max().item(), 1e-8) / 0.9
+    for i in range(min(n, len(m))):
+        signals = {"mix": m[i, 0], **{f"ref{k + 1}": ref[i, k] for k in range(K)},
+                   **{f"est{k + 1}": est[i, k] for k in range(K)}}
+        for tag, x in signals.items():
+            path = os.path.join(folder, f"{i:02d}_{tag}.wav")
+            tmp = path + ".tmp.wav"
+            sf.write(tmp, (x / peak).clamp(-1, 1).numpy(), sr, subtype="PCM_16")
+            os.replace(tmp, path)
+
+
+def markdown(rows: list[dict], budget: str = "") -> str:
+    lines = ["| method | outputs | matching | SI-SDR (dB) | SI-SDRi (dB) | ESTOI | PESQ | n | budget |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {r['si_sdr']:.2f} | "
+                     f"{r['si_sdri']:.2f} ± {r['si_sdri_sem']:.2f} | {r['estoi']:.3f} | {r['pesq']:.2f} | "
+                     f"{r['n']} | {r.get('budget', budget)} |")
+    return "\n".join(lines) + "\n"
+
+
+def collect(folder: str) -> None:
+    rows, seen = [], set()
+    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
+        with open(path) as f:
+            res = json.load(f)
+        for r in res["rows"]:
+            key = (r["method"], r["grouping"])
+            if r["method"] != "its MixIT teacher" and key not in seen:
+                seen.add(key)
+                rows.append(dict(r, budget=res["budget"]))
+    if not rows:
+        raise SystemExit(f"error: no */results.json under {folder!r}")
+    order = list(METHOD_NAMES.values())
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    print(markdown(rows), end="")
+
+
+# --------------------------------------------------------------------------------------
+# Main
+# --------------------------------------------------------------------------------------
+
+def main(argv=None) -> dict:
+    args = parse_args(argv)
+    if args.collect:
+        collect(args.collect)
+        return {}
+    if args.export:
+        export(*args.export)
+        return {}
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    device = torch.device(args.device)
+    t_start = time.time()
+    sr = sample_rate_of(args.net)
+    try:
+        data = training_data(args, sr)
+        m, ref = test_set(args, sr)
+    except A.AudioDataError as e:
+        raise SystemExit(f"error: {e}") from None
+    os.makedirs(args.out, exist_ok=True)
+
+    logs, teacher, teacher_steps = [], None, 0
+    if args.mode in NEEDS_TEACHER:
+        if args.teacher:
+            ckpt = read_checkpoint(args.teacher)
+            if ckpt["stage"] != "mixit" or ckpt["sample_rate"] != sr:
+                raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} checkpoint "
+                                 f"at {ckpt['sample_rate']} Hz; need a MixIT one at {sr} Hz")
+            teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
+        else:
+            stage, log = run_stage("mixit", args, device, data)
+            teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
+        teacher = teacher.eval().requires_grad_(False)
+    stage, log = run_stage(args.mode, args, device, data, teacher)
+    logs.append(log)
+
+    t_eval = time.time()
+    rows, est = evaluate(args, device, stage.ema, teacher if args.mode in NEEDS_TEACHER else None,
+                         m, ref, sr)
+    budget = (f"{teacher_steps} MixIT + {args.steps} steps" if teacher_steps else f"{args.steps} steps")
+    budget += f", B={args.batch} x {args.seconds:g} s"
+    for r in rows:
+        r["budget"] = budget
+    result = {"mode": args.mode, "net": args.net, "sample_rate": sr,
+              "parameters": sum(p.numel() for p in stage.net.parameters()),
+              "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
+              "total_seconds": round(time.time() - t_start, 1), "device": str(device),
+              "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
+    write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+    table = markdown(rows, budget)
+    write_text(os.path.join(args.out, "results.md"), table)
+    write_examples(os.path.join(args.out, "examples"), m, ref, est, sr)
+    print(f"\n{len(m)} held-out two-speaker test mixtures of {args.eval_seconds:g} s at {sr} Hz, "
+          f"5-step Euler for flows, {result['total_seconds']:.0f} s on {device}:\n")
+    print(table)
+    print(f"wrote {args.out}/results.json, results.md, examples/")
+    return result
+
+
+if __name__ == "__main__":
+    main()
