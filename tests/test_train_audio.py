@@ -109,13 +109,13 @@ def test_teacher_reuse_and_export(tmp_path, capsys):
 def test_librimix_sampler_reads_aligned_crops(tmp_path, gen):
     rng = np.random.default_rng(1)
     rows = []
-    for i in range(2):
-        paths = []
-        for k in range(2):
-            p = tmp_path / f"s{i}{k}.wav"
-            sf.write(p, 0.1 * rng.standard_normal(16000 + 500 * k), 16000)
-            paths.append(str(p))
+    for i in range(2):                          # source 2 is source 1 doubled (and 500 samples longer)
+        x = 0.1 * rng.standard_normal(16000)
+        paths = [str(tmp_path / f"s{i}{k}.wav") for k in range(2)]
+        sf.write(paths[0], x, 16000, subtype="FLOAT")
+        sf.write(paths[1], np.concatenate([2 * x, np.zeros(500)]), 16000, subtype="FLOAT")
         rows.append({"mixture": "", "sources": paths})
     m, s = A.LibriMixSampler(rows, 8000, 3000, gen).batch(3)
     assert m.shape == (3, 1, 3000) and s.shape == (3, 2, 3000)
     assert torch.allclose(s.sum(1, keepdim=True), m)
+    assert torch.allclose(s[:, 1], 2 * s[:, 0], atol=1e-6)               # one crop start for all
