@@ -51,6 +51,7 @@ def load_model(path: str, device: str = "cpu"):
     import train_audio
     ckpt = train_audio.read_checkpoint(path)               # one-line SystemExit when unusable
     net = train_audio.network_from(ckpt).to(device).eval().requires_grad_(False)
+    net.shaping = ckpt.get("shaping", "plain")             # how x_0's noise was shaped in training
     return net, int(ckpt["sample_rate"])
 
 
@@ -106,7 +107,7 @@ def separate_signal(net, x: torch.Tensor, sample_rate: int, steps="floss5", chun
         group = starts[b:b + batch]
         m = torch.stack([padded[s:s + n] for s in group])[:, None].float().to(device)   # [b, 1, n]
         if is_flow(net):
-            x0 = initial_state(m, K, generator=g)                             # SURF (4)
+            x0 = initial_state(m, K, getattr(net, "shaping", "plain"), generator=g)   # SURF (4)
             est = euler_sample(net, m, K, steps, x0=x0)                       # FLOSS (7)
         else:
             est = net(m)

@@ -75,12 +75,15 @@ SUPERVISED = ("sup-reg", "sup-flow")
 MIXIT_OUTPUTS = 4           # M: a mixture of two two-speaker mixtures holds 4 (SURF D.5)
 K = 2                       # speakers per mixture
 CKPT_KIND = "surf_mini.audio"
+# x_0 noise shaped by the mixture's energy envelope, FLOSS section 3.4 (its best, Table 1 #3):
+# the noise then has the level of the speech whatever the recording gain.
+SHAPING = "envelope"
 EVAL_SEED = 12345
 
 PRESETS = {
     # The README's audio job on 2 CPU cores: cpu locoformer (8 kHz), one-second crops.
-    "quick": dict(mode="sr", net="cpu", teacher_steps=1000, steps=600, batch=8, seconds=1.0,
-                  lr=2e-3, warmup=100, ema=0.99, beta_steps=300, eval_size=100),
+    "quick": dict(mode="sr", net="cpu", teacher_steps=3000, steps=1000, batch=8, seconds=1.0,
+                  lr=2e-3, warmup=100, ema=0.99, beta_steps=500, eval_size=100),
     # SURF D.5 / Table 7 and FLOSS section 4 (a GPU job): 16 kHz, the 33M locoformer, the
     # 5.5M ConvTasNet, 250k steps, lr 1e-4 after a 25k ramp, EMA 0.999, beta over 200k steps.
     "paper": dict(net="paper", teacher_steps=250_000, steps=250_000, batch=16, seconds=4.0,
@@ -186,7 +189,7 @@ def read_checkpoint(path: str) -> dict:
 def export(src: str, dst: str) -> None:
     """Keep only what separation needs (config, EMA weights, rate, provenance); atomic."""
     ckpt = read_checkpoint(src)
-    small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "step")}
+    small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "shaping", "step")}
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
                               "beta_steps", "data", "mixtures", "librimix", "seed")}
@@ -209,7 +212,7 @@ class Stage(training.Stage):
         self.mixtures = data["view"](sampler, self.g_data)
 
     def state(self) -> dict:
-        return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate)
+        return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate, shaping=SHAPING)
 
 
 def training_data(args, sr: int) -> dict:
@@ -254,7 +257,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return pit_loss(net(m), x, kind="log").mean()
     if name == "sup-flow":                                                 # FLOSS (17), (19)
         _, x = stage.sources.batch(B)
-        return floss_loss(net, x.to(dev), kind="db", generator=g).mean()
+        return floss_loss(net, x.to(dev), kind="db", shaping=SHAPING, generator=g).mean()
     if name == "mixit":                                                    # SURF D.5: two 2-speaker
         mix_a = stage.mixtures.mixtures(B).to(dev)                         # mixtures, no single ones
         mix_b = stage.mixtures.mixtures(B).to(dev)
@@ -272,8 +275,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
             return remixit_loss(est, x_tilde).mean()                       # SURF (16)
         return self_remixing_loss(est, x_tilde, pi, m).mean()              # SURF (17)
     with torch.no_grad():                                                  # Alg. 1 line 4, D.3
-        x_bar = hybrid_teacher_sample(frozen, stage.ema_fwd, m, K, beta, generator=g)
-    return surf_loss(net, x_bar, mode=name, kind="db", generator=g).loss.mean()   # lines 5-14
+        x_bar = hybrid_teacher_sample(frozen, stage.ema_fwd, m, K, beta, shaping=SHAPING, generator=g)
+    return surf_loss(net, x_bar, mode=name, kind="db", shaping=SHAPING, generator=g).loss.mean()  # 5-14
 
 
 def run_stage(name: str, args, device, data, teacher=None):
@@ -300,7 +303,7 @@ def separate(net: torch.nn.Module, m: torch.Tensor, device, seed: int, batch: in
     for i in range(0, len(m), batch):
         mb = m[i:i + batch].to(device)
         if flow:
-            x0 = initial_state(mb, net.config.num_sources, generator=g)   # SURF (4)
+            x0 = initial_state(mb, net.config.num_sources, SHAPING, generator=g)   # SURF (4)
             out.append(euler_sample(net, mb, net.config.num_sources, steps, x0=x0).cpu())
         else:
             out.append(net(mb).cpu())

@@ -308,7 +308,22 @@ class LibriMixSampler:
         sources = torch.stack(rows)
         return sources.sum(1, keepdim=True), sources
 
+
+def make_demo_mixture(path: str, speakers: tuple = ("klettres-it", "klettres-ru"), gap: float = 0.15) -> None:
+    """The README's example input: two held-out speakers, each speaking all of its demo clips
+    back to back (with ``gap`` seconds of silence between them), mixed at 0 dB, 16 kHz, 16-bit wav."""
+    import soundfile as sf
+    import torch
+    clips = load_clips(DEMO_DIR, SAMPLE_RATE, "test")
+    pause = torch.zeros(int(gap * SAMPLE_RATE))
+    voices = [torch.cat([torch.cat([c, pause]) for c in clips[s]]) for s in speakers]
+    n = min(len(v) for v in voices)
+    voices = [v[:n] / v[:n].pow(2).mean().sqrt() * 0.1 for v in voices]     # 0 dB, RMS 0.1 each
+    tmp = path + ".tmp.wav"
+    sf.write(tmp, sum(voices).numpy(), SAMPLE_RATE, subtype="PCM_16")
+    os.replace(tmp, path)
+
 if __name__ == "__main__":
-    if len(sys.argv) != 3 or sys.argv[1] != "make-demo":
-        raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR")
-    make_demo(sys.argv[2])
+    if len(sys.argv) != 3 or sys.argv[1] not in ("make-demo", "make-mix"):
+        raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR | make-mix OUT.wav")
+    (make_demo if sys.argv[1] == "make-demo" else make_demo_mixture)(sys.argv[2])

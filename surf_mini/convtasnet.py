@@ -41,6 +41,9 @@ class ConvTasNetConfig:
 
 PRESETS = {
     "paper": dict(n_fft=768, hop=384, bottleneck=384, hidden=512, blocks=8, repeats=1),
+    # 1.7M: a MixIT step on B = 8 one-second 8 kHz mixtures of mixtures takes ~0.35 s on one
+    # CPU thread. (A 0.2M version, 128-sample hop and 6 blocks, levelled off at a MixIT loss
+    # of -8.8 dB in 1500 steps; this one reaches -9.6 dB in 3000.)
     "cpu": dict(n_fft=256, hop=64, bottleneck=128, hidden=256, blocks=8, repeats=2),
 }
 
