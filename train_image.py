@@ -32,11 +32,9 @@ Choices where the papers are silent (README, "Choices"):
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import os
-import sys
 import time
 
 import torch
@@ -111,9 +109,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults = dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=32,
                     lr=2e-3, warmup=100, ema=0.99, beta_steps=1000, eval_size=1000)
     defaults.update(PRESETS.get(args.preset, {}))
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
+    training.fill_defaults(args, defaults)
     if args.teacher and args.mode not in NEEDS_TEACHER:
         p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
     if min(args.steps, args.teacher_steps, args.batch, args.eval_size) < 1:
@@ -121,9 +117,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if not 0.0 <= args.ema <= 1.0:
         p.error("--ema must be in [0, 1]")
     args.out = args.out or os.path.join("runs", f"{args.dataset}-{args.mode}")
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        p.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+    training.pick_device(p, args)
     return args
 
 
@@ -209,10 +203,7 @@ def optimizer_step(stage: Stage) -> torch.Tensor:
 def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
     stage = Stage(name, config, args, device, images, teacher)
-    if args.resume and os.path.isfile(stage.path):
-        stage.load(read_checkpoint(stage.path))
-        print(f"resuming {name} at step {stage.step}/{stage.total}", file=sys.stderr)
-    return stage, training.train_stage(stage, stage_loss)
+    return stage, training.resume_or_start(stage, args.resume, stage_loss)
 
 
 # --------------------------------------------------------------------------------------
@@ -283,22 +274,7 @@ def markdown(rows: list[dict], budget: str = "") -> str:
 
 
 def collect(folder: str) -> None:
-    rows, seen = [], set()
-    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
-        with open(path) as f:
-            res = json.load(f)
-        for r in res["rows"]:
-            if r["method"] == "its MixIT teacher":        # the MixIT run's own rows say it once
-                continue
-            key = (r["method"], r["grouping"])
-            if key not in seen:
-                seen.add(key)
-                rows.append(dict(r, budget=res["budget"]))
-    if not rows:
-        raise SystemExit(f"error: no */results.json under {folder!r}")
-    order = list(METHOD_NAMES.values())                   # SURF Table 1's order
-    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    print(markdown(rows), end="")
+    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()))), end="")   # Table order
 
 
 # --------------------------------------------------------------------------------------

@@ -164,3 +164,47 @@ def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
             "seconds": round(time.time() - t0, 1),
             "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
             "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None}
+
+
+def resume_or_start(stage: Stage, resume: bool, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
+    """Load the stage's own checkpoint when ``resume`` and it exists, then train to the end."""
+    if resume and os.path.isfile(stage.path):
+        stage.load(read_checkpoint(stage.path, stage.kind, f"{stage.name} stage"))
+        print(f"resuming {stage.name} at step {stage.step}/{stage.total}", file=sys.stderr)
+    return train_stage(stage, loss_fn)
+
+
+def fill_defaults(args, defaults: dict) -> None:
+    """Options left unset take ``defaults`` (the chosen preset over the script's defaults)."""
+    for k, v in defaults.items():
+        if getattr(args, k) is None:
+            setattr(args, k, v)
+
+
+def pick_device(parser, args) -> None:
+    """``--device`` default: CUDA when torch sees a GPU; asking for CUDA without one is an error."""
+    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        parser.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
+
+
+def collect_rows(folder: str, order: list[str]) -> list[dict]:
+    """The rows of every ``folder/*/results.json``, each (method, matching) once, in ``order``.
+
+    The "its MixIT teacher" rows of the remixing runs are left out: the MixIT run has its own.
+    """
+    import glob
+    import json
+    rows, seen = [], set()
+    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
+        with open(path) as f:
+            res = json.load(f)
+        for r in res["rows"]:
+            key = (r["method"], r["grouping"])
+            if r["method"] != "its MixIT teacher" and key not in seen:
+                seen.add(key)
+                rows.append(dict(r, budget=res["budget"]))
+    if not rows:
+        raise SystemExit(f"error: no */results.json under {folder!r}")
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    return rows
