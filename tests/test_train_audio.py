@@ -31,7 +31,7 @@ def test_every_mode_trains_and_scores(tmp_path, mode):
     stages = [s["stage"] for s in res["stages"]]
     assert stages == (["mixit", mode] if mode in train_audio.NEEDS_TEACHER else [mode])
     ckpt = train_audio.read_checkpoint(str(tmp_path / f"{mode}.pt"))
-    assert ckpt["step"] == 2 and ckpt["sample_rate"] == 8000
+    assert ckpt["step"] == 2 and ckpt["sample_rate"] == 8000 and ckpt["shaping"] == "envelope"
     net = train_audio.network_from(ckpt)                                 # self-describing
     assert type(net).__name__ == ("ConvTasNet" if mode == "mixit" else "MBTFLocoformer")
     with open(tmp_path / "results.json") as f:
