@@ -1,4 +1,4 @@
-"""Separate the speakers of audio files with a trained model (default: the shipped SURF-SR one).
+"""Separate the speakers of audio files with a trained model (default: the shipped demo one).
 
     python separate.py mix.wav                      # writes mix_s1.wav, mix_s2.wav beside it
     python separate.py a.wav b.flac recordings/ --out-dir separated/
@@ -10,17 +10,17 @@ Any sample rate (resampled with torchaudio to the model's rate and back), any ch
 SURF (4) and FLOSS (7); regression models: one pass), the outputs of each chunk are put in
 the order of the previous chunk's by PIT on their overlap (SURF (3) with the overlap as the
 reference), and the chunks are cross-faded with weights that sum to one, so the outputs still
-add up to the mixture (SURF (1)). Memory depends on the chunk, not on the file's length
-(apart from the signal itself).
+add up to the mixture (SURF (1)). The file is read chunk by chunk and the outputs are written
+as the chunks come, so memory depends on the chunk, not on the file's length.
 
-The input level is normalized to the level the model was trained at (the flows' x_0 noise
-has a fixed scale, SURF (4)) and restored on output. Outputs quieter than ``--silence-db``
-relative to the mixture are not written (FUSS's rule for "no source here"), unless
-``--keep-silent``; ``--num-sources N`` merges the outputs down to N first
-(``mixit.merge_outputs``, which keeps their sum).
+The input level is normalized to the level the model was trained at and restored on output.
+Outputs quieter than ``--silence-db`` relative to the mixture are not written (FUSS's rule
+for "no source here"), unless ``--keep-silent``; ``--num-sources N`` merges the outputs down
+to N (``mixit.merge_weights``, the rule of ``merge_outputs``, which keeps their sum).
 
-Every output goes to a temporary file first and is renamed once all outputs of that input are
-written: an error leaves no partial file. Bad input gives one line on stderr and exit status 1.
+Outputs are 32-bit float wav (never clipped). Every output goes to a temporary file first and
+is renamed once all outputs of that input are written: an error leaves no partial file. Bad
+input gives one line on stderr and exit status 1.
 """
 from __future__ import annotations
 
@@ -29,11 +29,14 @@ import os
 import sys
 import warnings
 
-import numpy as np
 import torch
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-DEFAULT_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "surf_sr_demo.pt")
+# The best-scoring model trained here on the demo speech (README, "Audio"): the regression
+# ReMixIT student. The SURF-SR flow trained alongside it ships too (surf_sr_demo.pt) but does
+# not separate yet at that budget.
+DEFAULT_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "remixit_demo.pt")
+SURF_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "surf_sr_demo.pt")
 TRAINING_RMS = 0.1 * 2 ** 0.5      # audio_data.ClipMixer: two sources at RMS 0.1 each
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
@@ -79,125 +82,177 @@ def _crossfade(n: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
     return w
 
 
-@torch.no_grad()
-def separate_signal(net, x: torch.Tensor, sample_rate: int, steps="floss5", chunk_s: float = 4.0,
-                    overlap_s: float = 1.0, batch: int = 4, seed: int = 0,
-                    device: str = "cpu") -> torch.Tensor:
-    """Separate one mono signal at the model's rate: x [T] -> [K, T], summing to x.
+def _resample(x: torch.Tensor, src: int, dst: int, length: int) -> torch.Tensor:
+    """Resample along the last axis and pad/crop to ``length`` samples."""
+    if src != dst:
+        import torchaudio
+        x = torchaudio.functional.resample(x, src, dst)
+    return torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))[..., :length]
 
-    Chunks of ``chunk_s`` seconds hop by ``chunk_s - overlap_s``; a signal shorter than a
-    chunk is padded to one. ``batch`` chunks are separated at a time (memory is set by
-    ``chunk_s`` and ``batch``, not by T).
+
+@torch.no_grad()
+def separate_stream(net, read, T: int, sr: int, model_sr: int, steps="floss5", chunk_s: float = 4.0,
+                    overlap_s: float = 1.0, batch: int = 4, seed: int = 0, device: str = "cpu"):
+    """Separate a signal of T samples at rate ``sr`` chunk by chunk; yields final [K, L] blocks.
+
+    ``read(start, n)`` returns the mono input samples [n] from ``start`` (zero past T). Each
+    chunk is resampled to the model's rate, separated, resampled back, put in the previous
+    chunk's order by PIT on their overlap (SURF (3)), weighted by a cross-fade that sums to one
+    with its neighbours and added up; every part no later chunk touches is yielded at once,
+    so memory is set by ``chunk_s`` and ``batch``, not by T. The blocks, concatenated, are
+    [K, T] and sum to the input (exactly when ``sr == model_sr``).
     """
     from surf_mini.flow import euler_sample, initial_state
     from surf_mini.pit import apply_permutation, best_permutation
-    T = x.shape[-1]
-    n = max(int(round(chunk_s * sample_rate)), getattr(net.config, "n_fft", 0) or 1)
-    ov = min(int(round(overlap_s * sample_rate)), n // 2)
+    n_fft = getattr(net.config, "n_fft", 1)
+    n = max(int(round(chunk_s * sr)), -(-n_fft * sr // model_sr) + 1)          # input samples
+    n_model = -(-n * model_sr // sr)                                          # model samples
+    ov = min(int(round(overlap_s * sr)), n // 2)
     hop = n - ov
     count = 1 if T <= n else 1 + -(-(T - n) // hop)                          # ceil
-    total = (count - 1) * hop + n
-    padded = torch.nn.functional.pad(x.double(), (0, total - T))
-    starts = [i * hop for i in range(count)]
     K = outputs_of(net)
-    out = torch.zeros(K, total, dtype=torch.float64)
     g = torch.Generator(device=device).manual_seed(seed)
-    prev = None                                                              # previous chunk [K, n]
+    prev_tail, carry, done = None, None, 0
     for b in range(0, count, batch):
-        group = starts[b:b + batch]
-        m = torch.stack([padded[s:s + n] for s in group])[:, None].float().to(device)   # [b, 1, n]
+        starts = [i * hop for i in range(b, min(b + batch, count))]
+        m = torch.stack([read(s, n) for s in starts]).float()                # [b, n]
+        m = _resample(m, sr, model_sr, n_model)[:, None].to(device)          # [b, 1, n_model]
         if is_flow(net):
             x0 = initial_state(m, K, getattr(net, "shaping", "plain"), generator=g)   # SURF (4)
             est = euler_sample(net, m, K, steps, x0=x0)                       # FLOSS (7)
         else:
             est = net(m)
-        est = est.double().cpu()                                              # [b, K, n]
-        for j, s in enumerate(group):
-            e = est[j]
-            if prev is not None and ov:                                       # PIT on the overlap
-                perm = best_permutation(prev[None, :, hop:], e[None, :, :ov])
-                e = apply_permutation(e[None], perm)[0]
-            idx = b + j
-            out[:, s:s + n] += e * _crossfade(n, ov, idx == 0, idx == count - 1)
-            prev = e
-    return out[:, :T]
+        est = _resample(est.float().cpu(), model_sr, sr, n).double()           # [b, K, n]
+        for j, s in enumerate(starts):
+            i, e = b + j, est[j]
+            if prev_tail is not None and ov:                                  # PIT on the overlap
+                e = apply_permutation(e[None], best_permutation(prev_tail[None], e[None, :, :ov]))[0]
+            prev_tail = e[:, n - ov:]
+            we = e * _crossfade(n, ov, i == 0, i == count - 1)
+            if carry is not None:
+                we[:, :ov] += carry
+            final = we if i == count - 1 else we[:, :n - ov]
+            carry = None if i == count - 1 else we[:, n - ov:]
+            final = final[:, :max(0, T - done)]                               # drop the end padding
+            done += final.shape[1]
+            if final.shape[1]:
+                yield final
 
 
-def _read(path: str) -> tuple[torch.Tensor, int, int]:
-    """(mono float64 [T], sample rate, channel count), or SeparationError with one line."""
-    import soundfile as sf
-    if not os.path.isfile(path):
-        raise SeparationError(f"{path}: no such file")
-    try:
-        data, sr = sf.read(path, dtype="float64", always_2d=True)
-    except Exception:
-        raise SeparationError(f"{path}: not an audio file soundfile can read "
-                              f"(wav, flac, ogg, ...)") from None
-    if data.shape[0] == 0:
-        raise SeparationError(f"{path}: the file holds no samples")
-    finite = np.isfinite(data)
-    if not finite.any():
-        raise SeparationError(f"{path}: every sample is NaN or infinite")
-    if not finite.all():
-        print(f"note: {path}: {int((~finite).sum())} NaN/infinite samples set to 0", file=sys.stderr)
-        data = np.where(finite, data, 0.0)
-    return torch.from_numpy(data.mean(1)), sr, data.shape[1]
+def separate_signal(net, x: torch.Tensor, sample_rate: int, steps="floss5", chunk_s: float = 4.0,
+                    overlap_s: float = 1.0, batch: int = 4, seed: int = 0, device: str = "cpu") -> torch.Tensor:
+    """``separate_stream`` on a signal in memory at the model's rate: x [T] -> [K, T]."""
+    x = x.double()
+    read = lambda s, n: torch.nn.functional.pad(x[s:s + n], (0, max(0, n - len(x[s:s + n]))))  # noqa: E731
+    return torch.cat(list(separate_stream(net, read, len(x), sample_rate, sample_rate, steps, chunk_s,
+                                          overlap_s, batch, seed, device)), dim=1)
 
 
-def _level(x: torch.Tensor, sr: int) -> float:
-    """RMS over the 100 ms frames within 40 dB of the loudest one (pauses don't count)."""
-    f = max(1, sr // 10)
-    frames = torch.nn.functional.pad(x, (0, (-len(x)) % f)).reshape(-1, f).pow(2).mean(1)
-    active = frames[frames >= frames.max() * 1e-4]
-    return float(active.mean().sqrt())
+class _Input:
+    """An audio file read block by block as mono float64: its level and NaN count come from a
+    first pass, so nothing holds the whole signal (``read`` serves ``separate_stream``)."""
+
+    def __init__(self, path: str):
+        import soundfile as sf
+        if not os.path.isfile(path):
+            raise SeparationError(f"{path}: no such file")
+        try:
+            self.f = sf.SoundFile(path)
+        except Exception:
+            raise SeparationError(f"{path}: not an audio file soundfile can read "
+                                  f"(wav, flac, ogg, ...)") from None
+        self.path, self.sr, self.channels, self.T = path, self.f.samplerate, self.f.channels, self.f.frames
+        if self.T == 0:
+            raise SeparationError(f"{path}: the file holds no samples")
+        self.gain = 1.0
+        frame = max(1, self.sr // 10)
+        powers, bad, total = [], 0, 0.0
+        for start in range(0, self.T, frame * 100):                        # 10 s blocks
+            raw = self._block(start, frame * 100)
+            bad += int((~torch.isfinite(raw)).sum())
+            x = self._mono(raw)
+            total += float(x.pow(2).sum())
+            powers.append(torch.nn.functional.pad(x, (0, (-len(x)) % frame)).reshape(-1, frame).pow(2).mean(1))
+        if bad == self.T * self.channels:
+            raise SeparationError(f"{path}: every sample is NaN or infinite")
+        if bad:
+            print(f"note: {path}: {bad} NaN/infinite samples set to 0", file=sys.stderr)
+        if self.channels > 1:
+            print(f"note: {path}: {self.channels} channels mixed down to mono", file=sys.stderr)
+        p = torch.cat(powers)
+        self.level = float(p[p >= p.max() * 1e-4].mean().sqrt())           # frames within 40 dB of the loudest
+        self.power = total / self.T                                         # mean square of the mixture
+        if self.level == 0.0:
+            raise SeparationError(f"{path}: the file is silent; nothing to separate")
+
+    def _block(self, start: int, n: int) -> torch.Tensor:
+        self.f.seek(start)
+        return torch.from_numpy(self.f.read(n, dtype="float64", always_2d=True))   # [<=n, C]
+
+    @staticmethod
+    def _mono(raw: torch.Tensor) -> torch.Tensor:
+        return torch.where(torch.isfinite(raw), raw, 0.0).mean(1)
+
+    def read(self, start: int, n: int) -> torch.Tensor:
+        x = self._mono(self._block(start, n)) * self.gain if start < self.T else torch.zeros(0)
+        return torch.nn.functional.pad(x, (0, n - len(x)))
 
 
 def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> list[str]:
-    """Separate one file and write ``<name>_sN.wav``; returns the paths written."""
+    """Separate one file and write ``<name>_sN.wav``; returns the paths written.
+
+    Outputs are streamed to temporary files as the chunks come; merging (``--num-sources``)
+    and the silence test use statistics gathered on the way (``mixit.merge_weights`` needs
+    only the outputs' Gram matrix), then a second pass writes the merged outputs.
+    """
     import soundfile as sf
-    import torchaudio
-    from surf_mini.mixit import merge_outputs
-    x, sr, channels = _read(path)
-    if channels > 1:
-        print(f"note: {path}: {channels} channels mixed down to mono", file=sys.stderr)
-    level = _level(x, sr)
-    if level == 0.0:
-        raise SeparationError(f"{path}: the file is silent; nothing to separate")
-    y = x / level * TRAINING_RMS
-    if sr != model_sr:
-        y = torchaudio.functional.resample(y.float(), sr, model_sr).double()
-    est = separate_signal(net, y, model_sr, args.steps, args.chunk, args.overlap, args.batch,
-                          args.seed, args.device)                                # [K, T']
-    if args.num_sources and args.num_sources < est.shape[0]:
-        est = merge_outputs(est[None], args.num_sources)[0]
-    if sr != model_sr:
-        est = torchaudio.functional.resample(est.float(), model_sr, sr).double()
-    est = torch.nn.functional.pad(est, (0, max(0, len(x) - est.shape[-1])))[:, :len(x)]
-    est = est * (level / TRAINING_RMS)                                          # restore the level
-    power = est.pow(2).mean(1)
-    keep = list(range(est.shape[0])) if args.keep_silent else \
-        [k for k in range(est.shape[0]) if power[k] > x.pow(2).mean() * 10 ** (args.silence_db / 10)]
-    dropped = est.shape[0] - len(keep)
-    if dropped:
-        print(f"note: {path}: {dropped} silent output(s) not written (--keep-silent writes them)",
-              file=sys.stderr)
+    from surf_mini.mixit import merge_weights
+    src = _Input(path)
+    src.gain = TRAINING_RMS / src.level                                    # the training level
+    K = outputs_of(net)
     folder = out_dir or os.path.dirname(os.path.abspath(path))
     stem = os.path.splitext(os.path.basename(path))[0]
-    finals, temps = [], []
+    temps = [os.path.join(folder, f".{stem}_o{k + 1}.tmp{os.getpid()}.wav") for k in range(K)]
+    finals = []
     try:
-        for i, k in enumerate(keep):
-            final = os.path.join(folder, f"{stem}_s{i + 1}.wav")
-            tmp = os.path.join(folder, f".{stem}_s{i + 1}.tmp{os.getpid()}.wav")
-            sig = est[k].numpy()
-            subtype = "PCM_16" if np.abs(sig).max() <= 1.0 else "FLOAT"         # no clipping
-            temps.append(tmp)
-            sf.write(tmp, sig, sr, subtype=subtype)
-            finals.append(final)
-        for tmp, final in zip(temps, finals):
+        writers = [sf.SoundFile(t, "w", src.sr, 1, subtype="FLOAT") for t in temps]
+        gram = torch.zeros(K, K, dtype=torch.float64)
+        for block in separate_stream(net, src.read, src.T, src.sr, model_sr, args.steps, args.chunk,
+                                     args.overlap, args.batch, args.seed, args.device):
+            block = block / src.gain                                           # restore the level
+            gram += block @ block.T
+            for k, w in enumerate(writers):
+                w.write(block[k].numpy())
+        for w in writers:
+            w.close()
+        N = args.num_sources if args.num_sources and args.num_sources < K else K
+        weights = merge_weights(gram[None], N)[0] if N < K else torch.eye(K, dtype=torch.float64)  # [K, N]
+        power = torch.diagonal(weights.T @ gram @ weights) / src.T              # each final output's
+        keep = [k for k in range(N) if args.keep_silent or power[k] > src.power * 10 ** (args.silence_db / 10)]
+        if len(keep) < N:
+            print(f"note: {path}: {N - len(keep)} silent output(s) not written (--keep-silent writes them)",
+                  file=sys.stderr)
+        outs = [os.path.join(folder, f".{stem}_s{i + 1}.tmp{os.getpid()}.wav") for i in range(len(keep))]
+        if N < K or len(keep) < K:                                             # second pass: merge, select
+            readers = [sf.SoundFile(t) for t in temps]
+            writers = [sf.SoundFile(o, "w", src.sr, 1, subtype="FLOAT") for o in outs]
+            temps += outs
+            for _ in range(0, src.T, 1 << 16):
+                x = torch.stack([torch.from_numpy(r.read(1 << 16, dtype="float64")) for r in readers])  # [K, L]
+                y = weights.T @ x                                               # [N, L]
+                for w, k in zip(writers, keep):
+                    w.write(y[k].numpy())
+            for f in readers + writers:
+                f.close()
+        else:
+            outs = temps[:K]
+        finals = [os.path.join(folder, f"{stem}_s{i + 1}.wav") for i in range(len(keep))]
+        for tmp, final in zip(outs, finals):
             os.replace(tmp, final)
-    except OSError as e:
-        raise SeparationError(f"{folder}: cannot write the outputs ({e.strerror or e})") from None
+    except (OSError, RuntimeError) as e:
+        raise SeparationError(f"{folder}: cannot write the outputs ({getattr(e, 'strerror', None) or e})") from None
     finally:
+        src.f.close()
         for tmp in temps:
             if os.path.exists(tmp):
                 os.remove(tmp)
@@ -227,7 +282,8 @@ def parse_args(argv=None) -> argparse.Namespace:
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("inputs", nargs="+", help="audio files and/or folders of audio files")
     p.add_argument("--checkpoint", default=DEFAULT_CHECKPOINT,
-                   help="train_audio.py checkpoint (default: the shipped SURF-SR demo model)")
+                   help="train_audio.py checkpoint (default: the shipped demo model, "
+                        "surf_mini/assets/remixit_demo.pt; the SURF-SR one is surf_sr_demo.pt)")
     p.add_argument("--out-dir", help="where to write <name>_sN.wav (default: beside each input)")
     p.add_argument("--steps", type=int, default=5,
                    help="Euler steps for flow models (5: FLOSS's 5-step schedule; N: N equal steps)")

@@ -1,7 +1,10 @@
-"""Real-time factor and peak memory of separate.py with the shipped checkpoint (5 Euler steps).
+"""Real-time factor and peak memory of separate.py with the shipped checkpoints.
 
     python bench/bench_separate.py                 # 10 s (RTF), 1 min and 10 min inputs
     python bench/bench_separate.py --minutes 1 2   # other lengths
+
+Both shipped models are timed: the default (the regression ReMixIT student, one network
+pass per chunk) and the SURF-SR flow (5-step Euler: five passes per chunk).
 
 Each input is a 16 kHz mono wav of held-out demo speech mixtures laid end to end; each
 measurement runs ``separate.main`` in its own fresh Python process, which reports its wall
@@ -37,7 +40,7 @@ t0 = time.time()
 if {work!r}:
     separate.main(argv)
 else:
-    separate.load_model(separate.DEFAULT_CHECKPOINT)
+    separate.load_model(argv[argv.index("--checkpoint") + 1])
 print(json.dumps({{"seconds": time.time() - t0,
                    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
@@ -66,25 +69,29 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args()
+    import separate
+    models = [("ReMixIT (default), 1 pass", separate.DEFAULT_CHECKPOINT),
+              ("SURF-SR, 5-step Euler", separate.SURF_CHECKPOINT)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, seconds in [(f"{a.rtf_seconds:g} s", a.rtf_seconds)] + \
                 [(f"{m:g} min", 60 * m) for m in a.minutes]:
             wav = os.path.join(tmp, "in.wav")
             make_input(wav, seconds)
-            argv = [wav, "--out-dir", os.path.join(tmp, "out"), "--threads", str(a.threads)]
-            run = child(argv, True, a.threads)
-            base = child(argv, False, a.threads)
-            rows.append((label, seconds, run["seconds"], (run["seconds"] - base["seconds"]) / seconds,
-                         run["peak_mb"],
-                         run["peak_mb"] - base["peak_mb"]))
-    print(f"\nseparate.py, shipped checkpoint, 5-step Euler, 4 s chunks / 1 s overlap, "
+            for name, ckpt in models:
+                argv = [wav, "--checkpoint", ckpt, "--out-dir", os.path.join(tmp, "out"),
+                        "--threads", str(a.threads)]
+                run = child(argv, True, a.threads)
+                base = child(argv, False, a.threads)
+                rows.append((name, label, run["seconds"], (run["seconds"] - base["seconds"]) / seconds,
+                             run["peak_mb"], run["peak_mb"] - base["peak_mb"]))
+    print(f"\nseparate.py with the shipped checkpoints, 16 kHz input, 4 s chunks / 1 s overlap, "
           f"CPU, {a.threads} threads\n")
-    print("| input | wall (s) | real-time factor (model load excluded) | peak RSS (MB) | "
+    print("| model | input | wall (s) | real-time factor (model load excluded) | peak RSS (MB) | "
           "peak RSS over model loaded (MB) |")
-    print("|---|---|---|---|---|")
-    for label, _, wall, rtf, peak, extra in rows:
-        print(f"| {label} | {wall:.1f} | {rtf:.3f} | {peak:.0f} | {extra:.0f} |")
+    print("|---|---|---|---|---|---|")
+    for name, label, wall, rtf, peak, extra in rows:
+        print(f"| {name} | {label} | {wall:.1f} | {rtf:.3f} | {peak:.0f} | {extra:.0f} |")
 
 
 if __name__ == "__main__":

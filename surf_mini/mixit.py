@@ -155,13 +155,31 @@ def sample_mixtures_of_mixtures(signals: torch.Tensor, recipe: str = "image",
     return mix_a, mix_b, 1 + second.long()
 
 
+def merge_weights(gram: torch.Tensor, K: int) -> torch.Tensor:
+    """Which kept output each of M outputs joins, from their Gram matrix alone.
+
+    gram: [B, M, M] inner products of the outputs -> one-hot weights [B, M, K]. The K most
+    energetic outputs (largest diagonal) are kept, in their original order; every other output
+    goes to the kept output it is most similar to (cosine similarity). Only inner products are
+    needed, so the statistics of a long recording can be gathered chunk by chunk.
+    """
+    B, M = gram.shape[:2]
+    energy = torch.diagonal(gram, dim1=1, dim2=2)                        # [B, M]
+    keep = energy.topk(K, dim=1).indices.sort(dim=1).values              # [B, K]
+    sim = torch.gather(gram, 2, keep[:, None, :].expand(-1, M, -1))      # [B, M, K]
+    sim = sim / (torch.gather(energy, 1, keep).clamp_min(0).sqrt()[:, None, :] + 1e-12)
+    route = sim.argmax(dim=-1)                                           # [B, M]
+    route.scatter_(1, keep, torch.arange(K, device=gram.device).expand(B, K))  # kept -> self
+    return torch.nn.functional.one_hot(route, K).to(gram.dtype)
+
+
 def merge_outputs(est: torch.Tensor, K: int) -> torch.Tensor:
     """Reduce M outputs to K, keeping their sum: the SPEC.md section 4 Decision for images.
 
     est: [B, M, *S] -> [B, K, *S] with ``out.sum(1) == est.sum(1)``. The K most energetic
     outputs are kept (in their original order); every other output is added to the kept
-    output it is most similar to (cosine similarity). A MixIT teacher with M = 4 outputs can
-    so feed a K = 2 flow and the remixing of SURF Algorithm 1.
+    output it is most similar to (cosine similarity), see ``merge_weights``. A MixIT teacher
+    with M = 4 outputs can so feed a K = 2 flow and the remixing of SURF Algorithm 1.
     """
     B, M = est.shape[:2]
     if K > M:
@@ -169,12 +187,5 @@ def merge_outputs(est: torch.Tensor, K: int) -> torch.Tensor:
     if K == M:
         return est
     x = est.flatten(2)                                                   # [B, M, D]
-    energy = x.pow(2).sum(-1)                                            # [B, M]
-    keep = energy.topk(K, dim=1).indices.sort(dim=1).values              # [B, K]
-    kept = torch.gather(x, 1, keep[:, :, None].expand(-1, -1, x.shape[-1]))   # [B, K, D]
-    sim = torch.bmm(x, kept.transpose(1, 2))                             # [B, M, K]
-    sim = sim / (kept.norm(dim=-1)[:, None, :] + 1e-12)
-    route = sim.argmax(dim=-1)                                           # [B, M]
-    route.scatter_(1, keep, torch.arange(K, device=est.device).expand(B, K))  # kept -> self
-    weights = torch.nn.functional.one_hot(route, K).to(est.dtype)        # [B, M, K]
+    weights = merge_weights(torch.bmm(x, x.transpose(1, 2)), K)          # [B, M, K]
     return torch.einsum("bmk,bmd->bkd", weights, x).reshape(B, K, *est.shape[2:])

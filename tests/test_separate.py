@@ -22,11 +22,20 @@ def outputs(folder) -> list:
     return sorted(p.name for p in folder.iterdir())
 
 
-def test_the_shipped_checkpoint_is_the_default_and_small():
-    assert os.path.isfile(separate.DEFAULT_CHECKPOINT)
-    assert os.path.getsize(separate.DEFAULT_CHECKPOINT) <= 20e6
-    net, sr = separate.load_model(separate.DEFAULT_CHECKPOINT)
-    assert separate.is_flow(net) and separate.outputs_of(net) == 2 and sr == 8000
+def test_the_shipped_checkpoints_load_and_are_small():
+    for path, flow in ((separate.DEFAULT_CHECKPOINT, False), (separate.SURF_CHECKPOINT, True)):
+        assert os.path.getsize(path) <= 20e6
+        net, sr = separate.load_model(path)
+        assert separate.is_flow(net) == flow and separate.outputs_of(net) == 2 and sr == 8000
+    assert separate.load_model(separate.SURF_CHECKPOINT)[0].shaping == "envelope"
+
+
+def test_the_surf_checkpoint_separates_a_file(tmp_path):
+    sf.write(tmp_path / "mix.wav", speech(16000, 1.5), 16000)
+    written = separate.main([str(tmp_path / "mix.wav"), "--checkpoint", separate.SURF_CHECKPOINT,
+                             "--keep-silent", "--threads", "1"])
+    total = sum(sf.read(p)[0] for p in written)
+    assert len(written) == 2 and np.corrcoef(total, speech(16000, 1.5))[0, 1] > 0.95
 
 
 @pytest.mark.parametrize("sr,channels,seconds", [(8000, 1, 0.05),      # shorter than one chunk
@@ -134,16 +143,16 @@ def test_bad_input_one_line_nonzero_exit_no_output(tmp_path, capsys, name):
 
 def test_a_failed_write_leaves_nothing(tmp_path, monkeypatch):
     sf.write(tmp_path / "mix.wav", speech(8000, 0.5), 8000)
-    real = sf.write
+    real = sf.SoundFile.write
     calls = []
 
-    def fail_second(path, *a, **k):
-        calls.append(path)
+    def fail_second(self, data):
+        calls.append(self.name)
         if len(calls) == 2:
             raise OSError(28, "No space left on device")
-        return real(path, *a, **k)
+        return real(self, data)
 
-    monkeypatch.setattr(sf, "write", fail_second)
+    monkeypatch.setattr(sf.SoundFile, "write", fail_second)
     with pytest.raises(SystemExit):
         separate.main([str(tmp_path / "mix.wav"), "--out-dir", str(tmp_path / "o"), "--keep-silent"])
-    assert outputs(tmp_path / "o") == []                                  # not even the first one
+    assert len(calls) == 2 and outputs(tmp_path / "o") == []              # not even the first one
