@@ -249,7 +249,7 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
         finals = [os.path.join(folder, f"{stem}_s{i + 1}.wav") for i in range(len(keep))]
         for tmp, final in zip(outs, finals):
             os.replace(tmp, final)
-    except (OSError, RuntimeError) as e:
+    except (OSError, sf.SoundFileError) as e:                                 # I/O only: model errors propagate
         raise SeparationError(f"{folder}: cannot write the outputs ({getattr(e, 'strerror', None) or e})") from None
     finally:
         src.f.close()
