@@ -31,6 +31,8 @@ import warnings
 
 import torch
 
+from surf_mini.flow import estimate_sources, is_flow_network
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The best-scoring model trained here on the demo speech (README, "Audio"): the regression
 # ReMixIT student. The SURF-SR flow trained alongside it ships too (surf_sr_demo.pt) but does
@@ -58,8 +60,7 @@ def load_model(path: str, device: str = "cpu"):
     return net, int(ckpt["sample_rate"])
 
 
-def is_flow(net) -> bool:
-    return getattr(net.config, "mode", "regression") == "flow"
+is_flow = is_flow_network          # flow model (Euler sampling) or regression model (one pass)
 
 
 def outputs_of(net) -> int:
@@ -82,12 +83,17 @@ def _crossfade(n: int, overlap: int, first: bool, last: bool) -> torch.Tensor:
     return w
 
 
+def _fit(x: torch.Tensor, length: int) -> torch.Tensor:
+    """Zero-pad or crop the last axis to ``length`` samples."""
+    return torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))[..., :length]
+
+
 def _resample(x: torch.Tensor, src: int, dst: int, length: int) -> torch.Tensor:
     """Resample along the last axis and pad/crop to ``length`` samples."""
     if src != dst:
         import torchaudio
         x = torchaudio.functional.resample(x, src, dst)
-    return torch.nn.functional.pad(x, (0, max(0, length - x.shape[-1])))[..., :length]
+    return _fit(x, length)
 
 
 @torch.no_grad()
@@ -102,7 +108,6 @@ def separate_stream(net, read, T: int, sr: int, model_sr: int, steps="floss5", c
     so memory is set by ``chunk_s`` and ``batch``, not by T. The blocks, concatenated, are
     [K, T] and sum to the input (exactly when ``sr == model_sr``).
     """
-    from surf_mini.flow import euler_sample, initial_state
     from surf_mini.pit import apply_permutation, best_permutation
     n_fft = getattr(net.config, "n_fft", 1)
     n = max(int(round(chunk_s * sr)), -(-n_fft * sr // model_sr) + 1)          # input samples
@@ -110,18 +115,13 @@ def separate_stream(net, read, T: int, sr: int, model_sr: int, steps="floss5", c
     ov = min(int(round(overlap_s * sr)), n // 2)
     hop = n - ov
     count = 1 if T <= n else 1 + -(-(T - n) // hop)                          # ceil
-    K = outputs_of(net)
     g = torch.Generator(device=device).manual_seed(seed)
     prev_tail, carry, done = None, None, 0
     for b in range(0, count, batch):
         starts = [i * hop for i in range(b, min(b + batch, count))]
         m = torch.stack([read(s, n) for s in starts]).float()                # [b, n]
         m = _resample(m, sr, model_sr, n_model)[:, None].to(device)          # [b, 1, n_model]
-        if is_flow(net):
-            x0 = initial_state(m, K, getattr(net, "shaping", "plain"), generator=g)   # SURF (4)
-            est = euler_sample(net, m, K, steps, x0=x0)                       # FLOSS (7)
-        else:
-            est = net(m)
+        est = estimate_sources(net, m, steps, getattr(net, "shaping", "plain"), g)   # SURF (4), FLOSS (7)
         est = _resample(est.float().cpu(), model_sr, sr, n).double()           # [b, K, n]
         for j, s in enumerate(starts):
             i, e = b + j, est[j]
@@ -143,14 +143,15 @@ def separate_signal(net, x: torch.Tensor, sample_rate: int, steps="floss5", chun
                     overlap_s: float = 1.0, batch: int = 4, seed: int = 0, device: str = "cpu") -> torch.Tensor:
     """``separate_stream`` on a signal in memory at the model's rate: x [T] -> [K, T]."""
     x = x.double()
-    read = lambda s, n: torch.nn.functional.pad(x[s:s + n], (0, max(0, n - len(x[s:s + n]))))  # noqa: E731
+    read = lambda s, n: _fit(x[s:s + n], n)                                   # noqa: E731
     return torch.cat(list(separate_stream(net, read, len(x), sample_rate, sample_rate, steps, chunk_s,
                                           overlap_s, batch, seed, device)), dim=1)
 
 
 class _Input:
     """An audio file read block by block as mono float64: its level and NaN count come from a
-    first pass, so nothing holds the whole signal (``read`` serves ``separate_stream``)."""
+    first pass, so nothing holds the whole signal. ``read`` serves ``separate_stream`` with the
+    samples scaled by ``gain`` to the level the model was trained at."""
 
     def __init__(self, path: str):
         import soundfile as sf
@@ -164,7 +165,6 @@ class _Input:
         self.path, self.sr, self.channels, self.T = path, self.f.samplerate, self.f.channels, self.f.frames
         if self.T == 0:
             raise SeparationError(f"{path}: the file holds no samples")
-        self.gain = 1.0
         frame = max(1, self.sr // 10)
         powers, bad, total = [], 0, 0.0
         for start in range(0, self.T, frame * 100):                        # 10 s blocks
@@ -184,6 +184,7 @@ class _Input:
         self.power = total / self.T                                         # mean square of the mixture
         if self.level == 0.0:
             raise SeparationError(f"{path}: the file is silent; nothing to separate")
+        self.gain = TRAINING_RMS / self.level
 
     def _block(self, start: int, n: int) -> torch.Tensor:
         self.f.seek(start)
@@ -194,8 +195,7 @@ class _Input:
         return torch.where(torch.isfinite(raw), raw, 0.0).mean(1)
 
     def read(self, start: int, n: int) -> torch.Tensor:
-        x = self._mono(self._block(start, n)) * self.gain if start < self.T else torch.zeros(0)
-        return torch.nn.functional.pad(x, (0, n - len(x)))
+        return _fit(self._mono(self._block(start, n)) * self.gain if start < self.T else torch.zeros(0), n)
 
 
 def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> list[str]:
@@ -208,7 +208,6 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
     import soundfile as sf
     from surf_mini.mixit import merge_weights
     src = _Input(path)
-    src.gain = TRAINING_RMS / src.level                                    # the training level
     K = outputs_of(net)
     folder = out_dir or os.path.dirname(os.path.abspath(path))
     stem = os.path.splitext(os.path.basename(path))[0]

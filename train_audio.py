@@ -54,7 +54,7 @@ from surf_mini import training
 from surf_mini.convtasnet import ConvTasNet, ConvTasNetConfig
 from surf_mini.convtasnet import make_config as tasnet_config
 from surf_mini.ema import beta_at, hybrid_teacher_sample
-from surf_mini.flow import euler_sample, floss_loss, initial_state
+from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.locoformer import LocoformerConfig, MBTFLocoformer
 from surf_mini.locoformer import make_config as loco_config
 from surf_mini.metrics import audio_scores
@@ -171,7 +171,7 @@ def build(config) -> torch.nn.Module:
 def network_from(ckpt: dict, which: str = "ema") -> torch.nn.Module:
     """Rebuild the network a checkpoint describes (``arch`` + ``config``) and load ``which``."""
     cls = {"convtasnet": ConvTasNetConfig, "locoformer": LocoformerConfig}[ckpt["arch"]]
-    net = build(cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in ckpt["config"].items()}))
+    net = build(cls(**ckpt["config"]))
     net.load_state_dict(ckpt[which])
     return net
 
@@ -209,6 +209,11 @@ class Stage(training.Stage):
         return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate, shaping=SHAPING)
 
 
+def _split(folder: str, name: str) -> str | None:
+    """The demo set's ``manifest.csv`` splits speakers; a plain folder has no split."""
+    return name if os.path.isfile(os.path.join(folder, "manifest.csv")) else None
+
+
 def training_data(args, sr: int) -> dict:
     """How stages draw data: ``sampler(g)`` -> object with ``batch(B)`` or None, and
     ``view(sampler, g)`` -> ``MixtureView`` (mixtures only)."""
@@ -222,8 +227,7 @@ def training_data(args, sr: int) -> dict:
         items = A.librimix_items(args.librimix)
         sampler = lambda g: A.LibriMixSampler(items, sr, length, g)          # noqa: E731
     else:
-        split = "train" if os.path.isfile(os.path.join(args.data, "manifest.csv")) else None
-        clips = A.load_clips(args.data, sr, split)
+        clips = A.load_clips(args.data, sr, _split(args.data, "train"))
         sampler = lambda g: A.ClipMixer(clips, K, length, g)                 # noqa: E731
     return {"sample_rate": sr, "sampler": sampler, "view": lambda s, g: A.MixtureView(mixer=s)}
 
@@ -234,8 +238,7 @@ def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = int(round(args.eval_seconds * sr))
     if args.eval_csv:
         return A.LibriMixSampler(A.librimix_items(args.eval_csv), sr, length, g).batch(args.eval_size)
-    split = "test" if os.path.isfile(os.path.join(args.data, "manifest.csv")) else None
-    return A.ClipMixer(A.load_clips(args.data, sr, split), K, length, g).batch(args.eval_size)
+    return A.ClipMixer(A.load_clips(args.data, sr, _split(args.data, "test")), K, length, g).batch(args.eval_size)
 
 
 # --------------------------------------------------------------------------------------
@@ -289,16 +292,8 @@ def separate(net: torch.nn.Module, m: torch.Tensor, device, seed: int, batch: in
     """Estimates for [N, 1, T] mixtures: regression f(m), or Euler sampling for flows (5-step)."""
     net.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    flow = getattr(net.config, "mode", "regression") == "flow"
-    out = []
-    for i in range(0, len(m), batch):
-        mb = m[i:i + batch].to(device)
-        if flow:
-            x0 = initial_state(mb, net.config.num_sources, SHAPING, generator=g)   # SURF (4)
-            out.append(euler_sample(net, mb, net.config.num_sources, steps, x0=x0).cpu())
-        else:
-            out.append(net(mb).cpu())
-    return torch.cat(out)
+    return torch.cat([estimate_sources(net, m[i:i + batch].to(device), steps, SHAPING, g).cpu()
+                      for i in range(0, len(m), batch)])
 
 
 def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "") -> dict:

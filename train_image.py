@@ -42,7 +42,7 @@ import torch
 from surf_mini import data as D
 from surf_mini import training
 from surf_mini.ema import beta_at, hybrid_teacher_sample
-from surf_mini.flow import euler_sample, floss_loss, initial_state
+from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.metrics import image_scores, match_images
 from surf_mini.mixit import merge_outputs, mixit_loss
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
@@ -215,15 +215,8 @@ def separate(net: NCSN, m: torch.Tensor, device, seed: int, batch: int = 250) ->
     """Estimates for [N, 1, C, H, W] mixtures: regression f(m), or 5-step Euler for flows."""
     net.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    out = []
-    for i in range(0, len(m), batch):
-        mb = m[i:i + batch].to(device)
-        if net.config.mode == "flow":
-            x0 = initial_state(mb, net.config.num_sources, generator=g)   # SURF (4)
-            out.append(euler_sample(net, mb, net.config.num_sources, "floss5", x0=x0).cpu())
-        else:
-            out.append(net(mb).cpu())
-    return torch.cat(out)
+    return torch.cat([estimate_sources(net, m[i:i + batch].to(device), "floss5", generator=g).cpu()
+                      for i in range(0, len(m), batch)])
 
 
 def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "") -> dict:

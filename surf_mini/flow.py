@@ -320,6 +320,30 @@ def euler_sample(velocity_fn: VelocityFn, m: torch.Tensor, K: int,
     return (x, trajectory) if return_trajectory else x
 
 
+def is_flow_network(net: torch.nn.Module) -> bool:
+    """True for a velocity network v(x_t, t, m) (``net.config.mode == "flow"``); False for a
+    regression separator f(m) (regression mode, or no mode at all like the ConvTasNet)."""
+    return getattr(net.config, "mode", "regression") == "flow"
+
+
+@torch.no_grad()
+def estimate_sources(net: torch.nn.Module, m: torch.Tensor,
+                     schedule: int | str | Sequence[float] = "floss5", shaping: str = "plain",
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Estimates of any separator network for mixtures m [B, 1, *S] -> [B, K, *S].
+
+    A flow network is sampled: x_0 from SURF (4) with the noise ``shaping`` it was trained
+    with, then Euler to t = 1 (FLOSS (7), ``schedule``). A regression separator is called once.
+    The one place here that looks at a network's config rather than taking a callable, so
+    evaluation and ``separate.py`` sample every model the same way.
+    """
+    if not is_flow_network(net):
+        return net(m)
+    K = net.config.num_sources
+    x0 = initial_state(m, K, shaping, generator=generator)              # SURF (4)
+    return euler_sample(net, m, K, schedule, x0=x0)
+
+
 # --------------------------------------------------------------------------------------
 # A velocity field with a known answer (used by the demo and the tests)
 # --------------------------------------------------------------------------------------
