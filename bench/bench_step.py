@@ -1,6 +1,6 @@
 """Time of one training step of train_image.py for every mode, and SURF's cost over its floor.
 
-    python bench/bench_step.py [--net cpu] [--batch 32] [--compile-modes sr,sup-flow]
+    python bench/bench_step.py [--net cpu] [--batch 32] [--variant-modes sup-flow,sr] [--no-compile]
 
 A step is exactly what train_image.py runs (``optimizer_step``: ``stage_loss``, backward,
 clipping, AdamW, EMA update), on random MNIST-shaped images (28x28, padded to the network's multiple; speed does
@@ -13,8 +13,14 @@ SURF's floor, timed separately in the same run on the same batch:
   forward/backward  one forward and backward of the student          (lines 10-15)
 ratio = step / (sum of the three): what the remixing, PIT search and bookkeeping add.
 
-``--compile-modes``: modes also timed with ``--compile`` (torch.compile on the trained and
-EMA networks); first-call compile time is reported apart from the steady-state step.
+Speed-ups, measured side by side in the same run against the eager float32 step (issue 9,
+"learn more per CPU-second"), for ``--variant-modes``:
+  bf16           ``--precision bf16``: forward passes under bf16 autocast (AVX-512 BF16 / CUDA)
+  channels_last  networks and batches in channels-last memory format
+  1 thread       torch.set_num_threads(1): what each of two one-thread runs side by side gets
+  compile        ``--compile`` (torch.compile on the trained and EMA networks); the first
+                 compiled steps' time is reported apart from the steady state
+A ratio above 1 is faster than eager float32.
 """
 import argparse
 import os
@@ -33,8 +39,9 @@ from surf_mini.flow import euler_sample, initial_state  # noqa: E402
 from surf_mini.ncsn import NCSN  # noqa: E402
 
 
-def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bool):
-    args = T.parse_args(["--mode", mode, *args_list] + (["--compile"] if compile_ else []))
+def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bool = False,
+          extra: tuple = ()):
+    args = T.parse_args(["--mode", mode, *args_list, *extra] + (["--compile"] if compile_ else []))
     C = images.shape[1]
     teacher = None
     if mode in T.NEEDS_TEACHER:
@@ -42,6 +49,13 @@ def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bo
         teacher = teacher.eval().requires_grad_(False)
     stage = T.Stage(mode, T.network_config(mode, args.net, C), args, device, images, teacher)
     stage.step = args.beta_steps                                          # beta = 0 for SURF
+    return stage
+
+
+def to_channels_last(stage):
+    for net in (stage.net, stage.ema, stage.teacher):
+        if net is not None:
+            net.to(memory_format=torch.channels_last)
     return stage
 
 
@@ -83,8 +97,9 @@ def main():
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--modes", default=",".join(T.MODES))
-    p.add_argument("--compile-modes", default="sr", help="comma list, or '' for none")
-    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--variant-modes", default="sup-flow,mixit,sr",
+                   help="modes timed with each speed-up (comma list, or '' for none)")
+    p.add_argument("--no-compile", action="store_true", help="leave out the (slow to build) compile column")
     a = p.parse_args()
     device = torch.device(a.device)
     torch.manual_seed(0)
@@ -110,23 +125,30 @@ def main():
             floor = "- | -"
         print(f"| {mode} | {1e3 * eager[mode]:.0f} | {floor} | {parts} |", flush=True)
 
-    modes = [m for m in a.compile_modes.split(",") if m]
+    modes = [m for m in a.variant_modes.split(",") if m]
     if modes:
-        print("\n| mode | eager step (ms) | compiled step (ms) | speedup | first compiled steps (s) |")
-        print("|---|---|---|---|---|")
+        print("\n| mode | fp32 eager (ms) | bf16 autocast | channels_last | 1 thread | compile | "
+              "first compiled steps (s) |")
+        print("|---|---|---|---|---|---|---|")
+    threads = torch.get_num_threads()
     for mode in modes:
-        stage = build(mode, common, images, device, True)
-        step = step_fn(stage)
-        t0 = time.perf_counter()
-        step()
-        step()                                   # both train and no_grad graphs are compiled
-        first = time.perf_counter() - t0
-        comp = median_time(step, a.repeats, warmup=1)
-        base = eager.get(mode) or median_time(step_fn(build(mode, common, images, device, False)),
-                                              a.repeats, warmup=2)
-        print(f"| {mode} | {1e3 * base:.0f} | {1e3 * comp:.0f} | {base / comp:.2f}x | {first:.0f} |",
-              flush=True)
-
+        base = eager.get(mode) or median_time(step_fn(build(mode, common, images, device)), a.repeats, 2)
+        bf16 = median_time(step_fn(build(mode, common, images, device, extra=("--precision", "bf16"))),
+                           a.repeats, warmup=2)
+        cl = median_time(step_fn(to_channels_last(build(mode, common, images, device))), a.repeats, 2)
+        torch.set_num_threads(1)
+        one = median_time(step_fn(build(mode, common, images, device)), a.repeats, warmup=2)
+        torch.set_num_threads(threads)
+        comp, first = float("nan"), float("nan")
+        if not a.no_compile:
+            step = step_fn(build(mode, common, images, device, True))
+            t0 = time.perf_counter()
+            step()
+            step()                               # both train and no_grad graphs are compiled
+            first = time.perf_counter() - t0
+            comp = median_time(step, a.repeats, warmup=1)
+        print(f"| {mode} | {1e3 * base:.0f} | {base / bf16:.2f}x | {base / cl:.2f}x | {base / one:.2f}x | "
+              f"{base / comp:.2f}x | {first:.0f} |", flush=True)
 
 if __name__ == "__main__":
     main()

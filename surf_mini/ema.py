@@ -10,6 +10,10 @@ Both networks are passed in as callables, so this works for any architecture:
     mixit_fn(m) -> [B, K, *S]              (reduce M > K outputs with mixit.merge_outputs)
     flow_fn(x_t, t, m) -> [B, K, *S]
 
+The ``Example:`` block at the end of a docstring is run by tests/test_doctests.py in this
+module's namespace; to try one in a REPL, first ``import torch`` and
+``from surf_mini.ema import *``.
+
 References
     [SURF] arXiv 2606.04921, Algorithm 1, Appendix D.3, Table 9.
 """
@@ -30,6 +34,19 @@ def ema_update(teacher: torch.nn.Module, student: torch.nn.Module, alpha: float)
     Floating-point parameters and buffers are averaged; integer buffers (counters) are
     copied. ``alpha = 0`` copies the student, ``alpha = 1`` freezes the teacher. Either
     module may be a ``torch.compile`` wrapper.
+
+    Example:
+        >>> teacher, student = torch.nn.Linear(1, 1), torch.nn.Linear(1, 1)
+        >>> teacher.weight.data[:] = 0.0; student.weight.data[:] = 1.0
+        >>> ema_update(teacher, student, alpha=0.5)            # halfway to the student
+        >>> teacher.weight.item()
+        0.5
+        >>> ema_update(teacher, student, alpha=1.0)            # alpha = 1: frozen
+        >>> teacher.weight.item()
+        0.5
+        >>> ema_update(teacher, student, alpha=0.0)            # alpha = 0: a copy
+        >>> torch.equal(teacher.weight, student.weight), torch.equal(teacher.bias, student.bias)
+        (True, True)
     """
     if not 0.0 <= alpha <= 1.0:
         raise ValueError(f"EMA decay alpha must be in [0, 1], got {alpha}")
@@ -52,6 +69,12 @@ def beta_at(step: int, decay_steps: int) -> float:
 
     SURF Appendix D.3 (decay_steps = 200k in the paper). ``decay_steps = 0`` means beta = 0
     from the start (pure EMA flow teacher).
+
+    Example:
+        >>> [beta_at(step, decay_steps=4) for step in range(6)]    # linear, then 0
+        [1.0, 0.75, 0.5, 0.25, 0.0, 0.0]
+        >>> beta_at(0, decay_steps=0)                          # no MixIT phase at all
+        0.0
     """
     if decay_steps <= 0:
         return 0.0

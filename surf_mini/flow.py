@@ -15,6 +15,11 @@ Shapes (SPEC.md section 1)
     x     sources / estimates   [B, K, *S]
     t     times                 [B]
 The source axis is always dim 1. ``P`` = 11^T/K and ``P_perp`` = I - P act on it.
+
+Examples
+    The ``Example:`` block at the end of a docstring is run by tests/test_doctests.py in
+    this module's namespace; to try one in a REPL, first ``import torch`` and
+    ``from surf_mini.flow import *``.
 """
 from __future__ import annotations
 
@@ -55,6 +60,16 @@ def zero_sum(x: torch.Tensor) -> torch.Tensor:
     x: [B, K, *S] -> [B, K, *S] with ``out.sum(1) == 0``.
     Applied to the network output this is FLOSS (14), ``v = P_perp v_bar``: every Euler step
     then moves inside the zero-sum subspace, so the sources keep summing to the mixture.
+
+    Example:
+        >>> x = torch.tensor([[[1., 2.], [3., 6.]]])           # B = 1, K = 2 sources, S = (2,)
+        >>> zero_sum(x)                                        # minus the mean source [2, 4]
+        tensor([[[-1., -2.],
+                 [ 1.,  2.]]])
+        >>> zero_sum(x).sum(1)                                 # the sources now sum to zero
+        tensor([[0., 0.]])
+        >>> torch.equal(zero_sum(zero_sum(x)), zero_sum(x))    # a projection: idempotent
+        True
     """
     return x - x.mean(dim=1, keepdim=True)
 
@@ -133,6 +148,15 @@ def initial_state(m: torch.Tensor, K: int, shaping: str = "plain", sigma: float 
     m: [B, 1, *S] -> x_0: [B, K, *S] with ``x_0.sum(1) == m``.
     z ~ N(0, Sigma_z) with Sigma_z set by ``shaping`` (see ``noise_scale``). Pass ``noise``
     ([B, K, *S], standard normal) to reuse a draw; otherwise it is drawn with ``generator``.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> m = torch.randn(2, 1, 8, generator=g)              # B = 2 mixtures of length 8
+        >>> x0 = initial_state(m, K=3, generator=g)
+        >>> x0.shape
+        torch.Size([2, 3, 8])
+        >>> torch.allclose(x0.sum(1, keepdim=True), m, atol=1e-6)   # SURF (4): sum_k x_0k = m
+        True
     """
     _check_mixture(m)
     if K < 1:
@@ -154,6 +178,14 @@ def interpolate(x0: torch.Tensor, x1: torch.Tensor, t: torch.Tensor) -> torch.Te
     """Linear path x_t = (1 - t) x_0 + t x_1.  SURF (11), FLOSS (6).
 
     x0, x1: [B, K, *S]; t: [B] or scalar -> [B, K, *S]. The target velocity is x1 - x0.
+
+    Example:
+        >>> x0, x1 = torch.zeros(2, 2, 3), torch.ones(2, 2, 3)
+        >>> x_t = interpolate(x0, x1, torch.tensor([0.25, 1.0]))   # one time per example
+        >>> x_t[:, 0, 0]
+        tensor([0.2500, 1.0000])
+        >>> torch.equal(interpolate(x0, x1, 0.0), x0)          # t = 0 is the start state
+        True
     """
     t = _expand_time(t, x0)
     return (1 - t) * x0 + t * x1
@@ -164,6 +196,15 @@ def clean_estimate(x_t: torch.Tensor, v: torch.Tensor, t: torch.Tensor) -> torch
 
     x_t, v: [B, K, *S]; t: [B] or scalar -> [B, K, *S].
     With the exact velocity u = E[x_1 - x_0 | x_t] this is E[x_1 | x_t] (SURF (18)).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> x0, x1 = torch.randn(2, 2, 5, generator=g), torch.randn(2, 2, 5, generator=g)
+        >>> t = torch.tensor([0.0, 0.7])
+        >>> x_t = interpolate(x0, x1, t)
+        >>> # on a single straight path the velocity is x1 - x0, and the estimate is x1 itself
+        >>> torch.allclose(clean_estimate(x_t, x1 - x0, t), x1, atol=1e-6)
+        True
     """
     return x_t + (1 - _expand_time(t, x_t)) * v
 
@@ -180,6 +221,14 @@ def sample_time(B: int, kind: str = "delta", p_zero: float = 0.01,
       * ``"logsnr"``:  uniform in log-SNR: r ~ U[-80, 100] dB, t = 1/(1 + 10^(-r/20)),
                        w.p. 1 - p_zero, else t = 0 (Table 1 #8).
       * ``"uniform"``: t ~ U[0, 1] (SURF Algorithm 2, line 11).
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> t = sample_time(10000, "delta", p_zero=0.01, generator=g)
+        >>> t.shape, bool(((t >= 0) & (t <= 1)).all())
+        (torch.Size([10000]), True)
+        >>> 0.005 < float((t == 0).float().mean()) < 0.02      # about 1 % at exactly t = 0
+        True
     """
     u = torch.rand(B, generator=generator, device=device, dtype=dtype)
     if kind == "uniform":
@@ -264,6 +313,14 @@ def step_sizes(schedule: int | str | Sequence[float] = "floss5") -> torch.Tensor
     sampler), ``"floss5"`` (the custom 5-step schedule {0.95, 4e-2, 9e-3, 9e-4, 1e-4},
     used by SURF everywhere), ``"one"`` (= 1) or an explicit sequence of positive sizes.
     Returns a float64 tensor [N].
+
+    Example:
+        >>> step_sizes("floss5").tolist()
+        [0.95, 0.04, 0.009, 0.0009, 0.0001]
+        >>> round(float(step_sizes("floss5").sum()), 6)        # the steps reach t = 1
+        1.0
+        >>> step_sizes(4).tolist()                             # linear: N equal steps
+        [0.25, 0.25, 0.25, 0.25]
     """
     if schedule == "floss5":
         sizes = torch.tensor(FLOSS5_STEPS, dtype=torch.float64)
@@ -302,6 +359,19 @@ def euler_sample(velocity_fn: VelocityFn, m: torch.Tensor, K: int,
     With ``project`` the velocity is passed through P_perp (FLOSS (14)) before each step, so
     every state satisfies ``x.sum(1) == m`` whatever ``velocity_fn`` returns (the flow
     networks project already; the projection is idempotent). Works for any signal shape.
+
+    Example:
+        >>> g = torch.Generator().manual_seed(0)
+        >>> m = torch.randn(3, 1, 16, generator=g)             # B = 3 mixtures
+        >>> wild = lambda x, t, m: 5 * torch.randn(x.shape, generator=g)   # any velocity
+        >>> x1 = euler_sample(wild, m, K=2, schedule=25, generator=g)
+        >>> x1.shape
+        torch.Size([3, 2, 16])
+        >>> torch.allclose(x1.sum(1, keepdim=True), m, atol=1e-5)   # still sums to m
+        True
+        >>> x1 = euler_sample(wild, m, K=2, schedule=25, project=False, generator=g)
+        >>> torch.allclose(x1.sum(1, keepdim=True), m, atol=1e-5)   # without P_perp it drifts
+        False
     """
     _check_mixture(m)
     if x0 is None:

@@ -14,6 +14,10 @@ The best assignment is picked on those [B, 2^M] scores (no gradient); the loss (
 gradient) is then computed exactly at signal level for that one assignment, so there is no
 2^M-fold broadcast of the signals and no rounding from the expansion in the gradient.
 
+The ``Example:`` block at the end of a docstring is run by tests/test_doctests.py in this
+module's namespace; to try one in a REPL, first ``import torch`` and
+``from surf_mini.mixit import *``.
+
 References
     [MixIT] S. Wisdom et al., "Unsupervised sound separation using mixture invariant
             training", NeurIPS 2020.
@@ -105,6 +109,16 @@ def mixit_loss(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tensor, kind
     ``kind``: "snr" (negative thresholded SNR, audio) or "mse" (squared error as a mean over
     elements, images; SURF D.4). Returns ``(loss [B], assignment [B, M] long)``, assignment
     1 meaning "output j rebuilds mix_b".
+
+    Example:
+        >>> est = torch.diag(torch.tensor([1., 2., 3., 4.]))[None]   # B = 1, M = 4 outputs
+        >>> mix_a = est[:, 0:1] + est[:, 2:3]                  # m_a = outputs 0 + 2
+        >>> mix_b = est[:, 1:2] + est[:, 3:4]                  # m_b = outputs 1 + 3
+        >>> loss, assignment = mixit_loss(est, mix_a, mix_b, kind="mse")
+        >>> assignment                                         # 1: "rebuilds mix_b"
+        tensor([[0, 1, 0, 1]])
+        >>> loss
+        tensor([0.])
     """
     best = assignment_scores(est, mix_a, mix_b, kind, tau).argmin(dim=1)      # [B]
     assignment = _assignments(est.shape[1]).to(est.device)[best].long()      # [B, M]
@@ -122,6 +136,16 @@ def mixture_consistency(est: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
 
     est: [B, K, *S]; m: [B, 1, *S] -> [B, K, *S] with ``out.sum(1) == m``. This is the
     orthogonal projection onto {x : sum_k x_k = m} (Wisdom et al. 2019, unweighted).
+
+    Example:
+        >>> est = torch.tensor([[[1., 1.], [2., 0.]]])         # sums to [3, 1]
+        >>> m = torch.tensor([[[4., 4.]]])                     # but the mixture is [4, 4]
+        >>> out = mixture_consistency(est, m)                  # each gets half of [1, 3]
+        >>> out
+        tensor([[[1.5000, 2.5000],
+                 [2.5000, 1.5000]]])
+        >>> torch.equal(out.sum(1, keepdim=True), m)
+        True
     """
     if m.shape[1] != 1 or m.shape[0] != est.shape[0] or m.shape[2:] != est.shape[2:]:
         raise ValueError(f"m must have shape [B, 1, *S] matching est {tuple(est.shape)}, "
@@ -180,6 +204,15 @@ def merge_outputs(est: torch.Tensor, K: int) -> torch.Tensor:
     outputs are kept (in their original order); every other output is added to the kept
     output it is most similar to (cosine similarity), see ``merge_weights``. A MixIT teacher
     with M = 4 outputs can so feed a K = 2 flow and the remixing of SURF Algorithm 1.
+
+    Example:
+        >>> est = torch.tensor([[[4., 0.], [0., 3.], [1., .5], [.5, 1.]]])   # M = 4 outputs
+        >>> out = merge_outputs(est, K=2)    # keeps outputs 0 and 1; 2 joins 0, 3 joins 1
+        >>> out
+        tensor([[[5.0000, 0.5000],
+                 [0.5000, 4.0000]]])
+        >>> torch.allclose(out.sum(1), est.sum(1))             # the sum (the mixture) is kept
+        True
     """
     B, M = est.shape[:2]
     if K > M:

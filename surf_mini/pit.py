@@ -12,6 +12,10 @@ then runs on that tiny [B, K, K] tensor, never on the signals.
 Convention (used everywhere in surf_mini): ``perm[b, k] = j`` means output slot k of example
 b takes reference row j, so ``apply_permutation(ref, perm)[b, k] == ref[b, perm[b, k]]``.
 
+The ``Example:`` block at the end of a docstring is run by tests/test_doctests.py in this
+module's namespace; to try one in a REPL, first ``import torch`` and
+``from surf_mini.pit import *``.
+
 References
     [PIT]  M. Kolbaek et al., "Multitalker speech separation with utterance-level
            permutation invariant training", IEEE/ACM TASLP 2017.
@@ -42,6 +46,13 @@ def pairwise_cost(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     est, ref: [B, K, *S] -> cost [B, K, K], ``cost[b, i, j] = ||est[b, i] - ref[b, j]||^2``.
     Computed as ||e||^2 + ||r||^2 - 2 e.r with one ``bmm`` (no [B, K, K, *S] broadcast).
     Clamped at 0: the expansion can go slightly negative by rounding.
+
+    Example:
+        >>> est = torch.tensor([[[0., 0.], [1., 1.]]])         # B = 1, K = 2, S = (2,)
+        >>> ref = torch.tensor([[[1., 1.], [3., 0.]]])
+        >>> pairwise_cost(est, ref)                            # ||est[b, i] - ref[b, j]||^2
+        tensor([[[2., 9.],
+                 [0., 5.]]])
     """
     _check_pair(est, ref)
     e = est.flatten(2)                                                   # [B, K, D]
@@ -88,6 +99,14 @@ def best_permutation(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
 
     est, ref: [B, K, *S] -> perm [B, K] long, such that ``apply_permutation(ref, perm)``
     minimises ``||est - apply_permutation(ref, perm)||^2`` per example. No gradient.
+
+    Example:
+        >>> ref = torch.arange(6.).reshape(2, 3, 1)            # B = 2, K = 3 constant sources
+        >>> shuffle = torch.tensor([[2, 0, 1], [1, 2, 0]])
+        >>> est = apply_permutation(ref, shuffle) + 0.1        # shuffled and slightly off
+        >>> best_permutation(est, ref)                         # PIT finds the shuffle
+        tensor([[2, 0, 1],
+                [1, 2, 0]])
     """
     return solve_assignment(pairwise_cost(est, ref))
 
@@ -97,6 +116,11 @@ def apply_permutation(x: torch.Tensor, perm: torch.Tensor) -> torch.Tensor:
 
     x: [B, K, *S]; perm: [B, K] long -> [B, K, *S]. Differentiable in x (torch.gather).
     In the papers' notation this is Upsilon x (block-diagonal permutation, SURF (20)).
+
+    Example:
+        >>> x = torch.tensor([[[10.], [20.], [30.]]])          # B = 1, K = 3, S = (1,)
+        >>> apply_permutation(x, torch.tensor([[2, 0, 1]])).flatten()
+        tensor([30., 10., 20.])
     """
     if perm.shape != x.shape[:2]:
         raise ValueError(f"perm must have shape {tuple(x.shape[:2])}, got {tuple(perm.shape)}")
@@ -109,6 +133,19 @@ def invert_permutation(perm: torch.Tensor) -> torch.Tensor:
     invert_permutation(p)) == x``.  Upsilon^{-1} in SURF (16), (17), (30).
 
     perm: [B, K] (or [N]) long -> same shape.
+
+    Example:
+        >>> perm = torch.tensor([[2, 0, 1], [1, 0, 2]])
+        >>> inv = invert_permutation(perm)
+        >>> inv
+        tensor([[1, 2, 0],
+                [1, 0, 2]])
+        >>> apply_permutation(perm, inv)                       # perm after inv: the identity
+        tensor([[0, 1, 2],
+                [0, 1, 2]])
+        >>> x = torch.arange(24.).reshape(2, 3, 4)
+        >>> torch.equal(apply_permutation(apply_permutation(x, perm), inv), x)
+        True
     """
     return torch.argsort(perm, dim=-1)
 

@@ -12,6 +12,10 @@ b*K + k = X[b, k]. Pi acts on those BK rows; Upsilon = blkdiag(sigma_1..sigma_B)
 each group of K rows (``pit.apply_permutation``). (I_B (x) 1^T) X, "sum each group of K
 rows", is ``mix``.
 
+The ``Example:`` block at the end of a docstring is run by tests/test_doctests.py in this
+module's namespace; to try one in a REPL, first ``import torch`` and
+``from surf_mini.remix import *``.
+
 References
     [SURF]     arXiv 2606.04921, equations (14)-(30), Algorithm 1/2, code listing 1.
     [ReMixIT]  E. Tzinis et al., "ReMixIT: continual self-training of speech enhancement
@@ -34,6 +38,18 @@ def mix(x: torch.Tensor) -> torch.Tensor:
     """Sum over the source axis: (I_B (x) 1^T) X.  SURF (1), (15).
 
     x: [B, K, *S] -> [B, 1, *S].
+
+    Example:
+        >>> x = torch.arange(8.).reshape(2, 2, 2)              # B = 2, K = 2: rows r0..r3
+        >>> mix(x).shape
+        torch.Size([2, 1, 2])
+        >>> mix(x).squeeze(1)                                  # SURF (1): r0 + r1, r2 + r3
+        tensor([[ 2.,  4.],
+                [10., 12.]])
+        >>> pi = torch.tensor([0, 2, 1, 3])                    # a shuffle Pi of the 4 rows
+        >>> mix(x.flatten(0, 1)[pi].reshape(x.shape)).squeeze(1)   # SURF (15): r0 + r2, r1 + r3
+        tensor([[ 4.,  6.],
+                [ 8., 10.]])
     """
     return x.sum(dim=1, keepdim=True)
 
@@ -45,6 +61,16 @@ def shuffle_sources(x: torch.Tensor, generator: torch.Generator | None = None):
     ``x_shuffled.flatten(0, 1) == x.flatten(0, 1)[pi]``. New mixtures are ``mix(x_shuffled)``
     (SURF (15)). Pi is uniform over all (BK)! orderings, so a new mixture may hold two
     estimates of the same original mixture, as in the paper (code listing 1).
+
+    Example:
+        >>> x = torch.arange(6.).reshape(3, 2, 1)              # B = 3, K = 2: rows 0..5
+        >>> x_tilde, pi = shuffle_sources(x, torch.Generator().manual_seed(0))
+        >>> sorted(pi.tolist())                                # a permutation of all B*K rows
+        [0, 1, 2, 3, 4, 5]
+        >>> torch.equal(x_tilde.flatten(0, 1), x.flatten(0, 1)[pi])
+        True
+        >>> torch.equal(mix(x_tilde).sum(), mix(x).sum())      # every row used exactly once
+        True
     """
     B, K = x.shape[:2]
     device = generator.device if generator is not None else x.device
@@ -57,6 +83,14 @@ def unshuffle_sources(x_shuffled: torch.Tensor, pi: torch.Tensor) -> torch.Tenso
 
     x_shuffled: [B, K, *S]; pi: [B*K] from ``shuffle_sources`` -> [B, K, *S].
     ``unshuffle_sources(shuffle_sources(x)[0], pi) == x`` exactly.
+
+    Example:
+        >>> x = torch.arange(6.).reshape(3, 2, 1)              # B = 3, K = 2
+        >>> x_tilde, pi = shuffle_sources(x, torch.Generator().manual_seed(0))
+        >>> torch.equal(unshuffle_sources(x_tilde, pi), x)     # Pi^{-1} Pi X = X
+        True
+        >>> torch.equal(mix(unshuffle_sources(x_tilde, pi)), mix(x))   # back to the mixtures
+        True
     """
     if pi.shape != (x_shuffled.shape[0] * x_shuffled.shape[1],):
         raise ValueError(f"pi must have shape [{x_shuffled.shape[0] * x_shuffled.shape[1]}], "

@@ -7,8 +7,10 @@ FLOSS section 4 / SURF D.3 training as both scripts run it:
     two random generators (data draws, and the algorithm's noise / t / shuffles) and a step
     counter; ``state()`` / ``load()`` turn it into a self-describing checkpoint and back,
     RNGs and optimizer included, so a resumed run continues bit for bit.
-  * ``optimizer_step`` / ``train_stage``: lr schedule, loss, finite check, backward, clip,
-    AdamW, EMA update; the loop with tqdm and periodic atomic checkpoints.
+  * ``optimizer_step`` / ``train_stage``: lr schedule, loss (optionally under bf16 autocast),
+    finite check, backward, clip, AdamW, EMA update; the loop with tqdm, periodic atomic
+    checkpoints and a validation score every ``--val-every`` steps (the learning curve,
+    kept in the checkpoint so a resumed run continues it).
   * ``save_checkpoint`` / ``write_text`` (temporary file, then rename) and ``read_checkpoint``
     with a one-line error for a missing, unreadable or foreign file.
 
@@ -91,6 +93,7 @@ class Stage:
         self.net = build().to(device)
         self.teacher = teacher
         self.step = 0
+        self.curve: list[dict] = []                                         # validation scores
         self.g_data = torch.Generator().manual_seed(seed)                  # data draws (CPU)
         self.g_alg = torch.Generator(device=device).manual_seed(seed + 1)  # noise, t, shuffles
         if init is not None:
@@ -104,6 +107,7 @@ class Stage:
         return {"kind": self.kind, "stage": self.name, "config": dataclasses.asdict(self.net.config),
                 "model": self.net.state_dict(), "ema": self.ema.state_dict(),
                 "opt": self.opt.state_dict(), "step": self.step, "total_steps": self.total,
+                "curve": self.curve,
                 "args": dict(vars(self.args)),
                 "teacher": None if self.teacher is None else
                 {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
@@ -119,6 +123,7 @@ class Stage:
         self.ema.load_state_dict(ckpt["ema"])
         self.opt.load_state_dict(ckpt["opt"])
         self.step = ckpt["step"]
+        self.curve = list(ckpt.get("curve", []))                          # older checkpoints: none
         self.g_data.set_state(ckpt["rng"]["data"])
         self.g_alg.set_state(ckpt["rng"]["alg"])
         torch.set_rng_state(ckpt["rng"]["torch"])
@@ -126,12 +131,20 @@ class Stage:
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])                 # dropout (GPU)
 
 
+def autocast(stage: Stage):
+    """bf16 autocast of the forward passes when ``--precision bf16`` (CPU with AVX-512 BF16, or
+    CUDA); a no-op context for fp32. Parameters, optimizer state and the EMA stay float32."""
+    bf16 = getattr(stage.args, "precision", "fp32") == "bf16"
+    return torch.autocast(stage.device.type, dtype=torch.bfloat16, enabled=bf16)
+
+
 def optimizer_step(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> torch.Tensor:
     """Loss, AdamW step (lr from the schedule, gradients clipped at 1), EMA update."""
     a = stage.args
     for group in stage.opt.param_groups:
         group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
-    loss = loss_fn(stage)
+    with autocast(stage):
+        loss = loss_fn(stage).float()
     if not torch.isfinite(loss):
         raise SystemExit(f"error: non-finite loss at step {stage.step} of {stage.name}; lower --lr")
     stage.opt.zero_grad(set_to_none=True)
@@ -142,8 +155,25 @@ def optimizer_step(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> to
     return loss
 
 
-def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
-    """The plain loop: ``optimizer_step`` until the stage's step count, periodic atomic checkpoints."""
+Validator = Callable[[Stage], dict]
+
+
+def validate_now(stage: Stage, validate: Validator | None) -> None:
+    """Append ``validate(stage)`` (scores of the EMA network on the validation mixtures) to the
+    stage's learning curve when the step is a multiple of ``--val-every`` or the last one."""
+    every = getattr(stage.args, "val_every", 0) or 0
+    if validate is None or every <= 0 or stage.step == 0:
+        return
+    if stage.step % every == 0 or stage.step == stage.total:
+        if not stage.curve or stage.curve[-1]["step"] != stage.step:
+            stage.curve.append({"step": stage.step, **validate(stage)})
+        stage.net.train()
+
+
+def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor],
+                validate: Validator | None = None) -> dict:
+    """The plain loop: ``optimizer_step`` until the stage's step count, a validation score every
+    ``--val-every`` steps, periodic atomic checkpoints."""
     a = stage.args
     stage.net.train()
     t0, losses = time.time(), []
@@ -156,6 +186,7 @@ def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
         bar.update(1)
         if stage.step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3g}")
+        validate_now(stage, validate)                                      # before the save
         if stage.step % a.ckpt_every == 0 or stage.step == stage.total:
             save_checkpoint(stage.path, stage.state())
     bar.close()
@@ -163,15 +194,21 @@ def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
     return {"stage": stage.name, "steps": stage.total, "steps_this_run": steps,
             "seconds": round(time.time() - t0, 1),
             "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
-            "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None}
+            "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None,
+            "curve": list(stage.curve)}
 
 
-def resume_or_start(stage: Stage, resume: bool, loss_fn: Callable[[Stage], torch.Tensor]) -> dict:
-    """Load the stage's own checkpoint when ``resume`` and it exists, then train to the end."""
+def resume_or_start(stage: Stage, resume: bool, loss_fn: Callable[[Stage], torch.Tensor],
+                    validate: Validator | None = None) -> dict:
+    """Load the stage's own checkpoint when ``resume`` and it exists, then train to the end.
+
+    A finished stage may be resumed with a larger step count (``--steps``): it goes on from
+    its step with the schedule of the new total.
+    """
     if resume and os.path.isfile(stage.path):
         stage.load(read_checkpoint(stage.path, stage.kind, f"{stage.name} stage"))
         print(f"resuming {stage.name} at step {stage.step}/{stage.total}", file=sys.stderr)
-    return train_stage(stage, loss_fn)
+    return train_stage(stage, loss_fn, validate)
 
 
 def fill_defaults(args, defaults: dict) -> None:

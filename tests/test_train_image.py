@@ -108,3 +108,81 @@ def test_unsupervised_stages_are_given_no_sources(cifar, tmp_path):
         supervised = mode.startswith("sup")
         assert (stage.sources is not None) == supervised, mode
         assert not any(isinstance(v, torch.Tensor) for v in vars(stage.mixtures).values())
+
+
+# --------------------------------------------------------------------------------------
+# Learning curves, --export / --evaluate, --precision (issue 9)
+# --------------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def cifar20(tmp_path_factory):
+    """100 training images (20 per batch file): a fifth is held out as validation images."""
+    root = tmp_path_factory.mktemp("cifar20")
+    write_tiny_cifar(str(root), n_train=20, n_test=6)
+    return str(root)
+
+
+def test_validation_curve_is_scored_and_kept(cifar20, tmp_path):
+    res = run(cifar20, tmp_path, "--mode", "sr", "--steps", "4", "--teacher-steps", "3",
+              "--val-every", "2", "--val-size", "3")
+    curves = {s["stage"]: s["curve"] for s in res["stages"]}
+    assert [p["step"] for p in curves["mixit"]] == [2, 3]                 # every 2, and the last
+    assert [p["step"] for p in curves["sr"]] == [2, 4]
+    assert all(0 < p["psnr"] <= 100 for c in curves.values() for p in c)
+    assert "psnr_oracle" in curves["mixit"][0] and "psnr_oracle" not in curves["sr"][0]
+    ckpt = torch.load(tmp_path / "sr.pt", weights_only=False)
+    assert ckpt["curve"] == curves["sr"]                                  # resumable with its curve
+    saved = json.loads((tmp_path / "results.json").read_text())
+    assert [s["curve"] for s in saved["stages"]] == [curves["mixit"], curves["sr"]]
+
+
+def test_validation_images_are_held_out_of_training(cifar20):
+    from surf_mini import data as D
+    train, valid = D.train_and_validation("cifar10", cifar20)
+    everything = D.load_images("cifar10", "train", cifar20)
+    assert len(train) == 80 and len(valid) == 20
+    assert torch.equal(torch.cat([train, valid]), everything)            # disjoint, nothing lost
+
+
+def test_evaluate_rescores_exported_checkpoints_like_the_run(cifar, tmp_path, capsys):
+    rows = {}
+    for mode in ("sup-reg", "mixit", "sup-flow"):
+        res = run(cifar, tmp_path / mode, "--mode", mode)
+        rows[mode] = res["rows"]
+        train_image.main(["--export", str(tmp_path / mode / f"{mode}.pt"), str(tmp_path / f"{mode}.pt")])
+    small = torch.load(tmp_path / "mixit.pt", weights_only=False)
+    assert set(small) >= {"config", "ema", "stage", "step", "trained_with"} and "opt" not in small
+    paths = [str(tmp_path / f"{m}.pt") for m in ("sup-flow", "mixit", "sup-reg")]
+    out = train_image.main(["--evaluate", *paths, "--data-dir", cifar, "--eval-size", "4", "--threads", "1"])
+    got = {(r["method"], r["grouping"]): r["psnr"] for r in out["rows"]}
+    want = {(r["method"], r["grouping"]): r["psnr"] for m in rows for r in rows[m]}
+    assert got == pytest.approx(want, abs=1e-5)                            # same mixtures, same seed
+    assert [r["method"] for r in out["rows"]][0] == "supervised regression"  # Table 1 order
+    assert "| MixIT | 4 | oracle |" in capsys.readouterr().out
+
+
+def test_evaluate_and_export_reject_bad_checkpoints(tmp_path):
+    with pytest.raises(SystemExit, match="not found"):
+        train_image.main(["--evaluate", str(tmp_path / "missing.pt")])
+    (tmp_path / "junk.pt").write_text("not a checkpoint")
+    with pytest.raises(SystemExit, match="not a readable checkpoint"):
+        train_image.main(["--export", str(tmp_path / "junk.pt"), str(tmp_path / "out.pt")])
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_bf16_precision_trains(cifar, tmp_path):
+    res = run(cifar, tmp_path, "--mode", "sr", "--precision", "bf16")
+    assert all(s["final_loss"] is not None and s["final_loss"] == s["final_loss"] for s in res["stages"])
+    run(cifar, tmp_path / "fp32", "--mode", "sr")
+    a = torch.load(tmp_path / "sr.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "fp32" / "sr.pt", weights_only=False)["model"]
+    assert any(not torch.equal(a[k], b[k]) for k in a)                    # autocast took effect
+    assert all(v.dtype == torch.float32 for v in a.values())               # weights stay fp32
+
+
+def test_collect_plots_the_curves(cifar20, tmp_path):
+    pytest.importorskip("matplotlib")
+    for mode in ("sup-reg", "sup-flow"):
+        run(cifar20, tmp_path / mode, "--mode", mode, "--val-every", "1", "--val-size", "3")
+    train_image.main(["--collect", str(tmp_path), "--plot", str(tmp_path / "curves.png")])
+    assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
