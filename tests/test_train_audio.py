@@ -119,3 +119,29 @@ def test_librimix_sampler_reads_aligned_crops(tmp_path, gen):
     assert m.shape == (3, 1, 3000) and s.shape == (3, 2, 3000)
     assert torch.allclose(s.sum(1, keepdim=True), m)
     assert torch.allclose(s[:, 1], 2 * s[:, 0], atol=1e-6)               # one crop start for all
+
+
+# --------------------------------------------------------------------------------------
+# GPU budget and CPU notice (issue 11)
+# --------------------------------------------------------------------------------------
+
+def test_librimix_on_a_cpu_is_a_one_line_gpu_notice(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_audio.main(["--librimix", str(tmp_path / "train.csv"), "--device", "cpu",
+                          "--out", str(tmp_path / "o")])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GPU job" in err and "--preset quick" in err and "--cpu-ok" in err
+    assert not (tmp_path / "o").exists()
+
+
+def test_cpu_commands_keep_their_defaults(tmp_path):
+    base = dict(net="cpu", steps=1000, batch=8, seconds=1.0, precision="fp32", compile=False)
+    for extra in ([], ["--mixtures", str(tmp_path)], ["--librimix", "x.csv", "--net", "cpu"]):
+        args = train_audio.parse_args(extra + ["--device", "cpu"])
+        assert not args.gpu_notice and {k: getattr(args, k) for k in base} == base, extra
+    args = train_audio.parse_args(["--librimix", "x.csv", "--device", "cpu", "--cpu-ok"])
+    gpu = train_audio.PRESETS["gpu"]
+    assert (args.net, args.steps, args.batch, args.seconds) == ("paper", gpu["steps"], gpu["batch"], gpu["seconds"])
+    assert (args.precision, args.compile) == ("fp32", False)
+    assert 3e18 < train_audio.budget_flops(args) < 3.5e18                 # the stated ~3.2 EFLOP

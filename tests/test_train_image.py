@@ -1,6 +1,10 @@
-"""train_image.py end to end on a tiny CIFAR-10-format folder: every mode, resume, bad input."""
+"""train_image.py end to end on a tiny CIFAR-10-format folder: every mode, resume, bad input;
+the GPU defaults and the CPU notice, CIFAR-10's download, --paper-metrics (issue 11)."""
 import json
 import os
+import sys
+import types
+import urllib.error
 
 import pytest
 import torch
@@ -83,9 +87,9 @@ def test_teacher_checkpoint_is_reused_and_checked(cifar, tmp_path, capsys):
 
 
 def test_missing_cifar_stops_with_one_line(tmp_path):
-    with pytest.raises(SystemExit) as e:
+    with pytest.raises(SystemExit) as e:                                  # --no-download: no network
         train_image.main(["--dataset", "cifar10", "--data-dir", str(tmp_path), "--mode", "sr",
-                          "--out", str(tmp_path / "o")])
+                          "--net", "cpu", "--no-download", "--out", str(tmp_path / "o")])
     msg = str(e.value)
     assert msg.startswith("error: CIFAR-10 not found") and "--data-dir" in msg and "\n" not in msg
 
@@ -186,3 +190,133 @@ def test_collect_plots_the_curves(cifar20, tmp_path):
         run(cifar20, tmp_path / mode, "--mode", mode, "--val-every", "1", "--val-size", "3")
     train_image.main(["--collect", str(tmp_path), "--plot", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
+
+
+# --------------------------------------------------------------------------------------
+# The card's command: GPU budget, CPU notice, CIFAR-10 download, --paper-metrics (issue 11)
+# --------------------------------------------------------------------------------------
+
+def test_the_card_command_on_a_cpu_is_a_one_line_gpu_notice(tmp_path, capsys):
+    with pytest.raises(SystemExit) as e:
+        train_image.main(["--dataset", "cifar10", "--mode", "sr", "--device", "cpu", "--out", str(tmp_path)])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "GPU job" in err and "days" in err
+    assert "--preset quick" in err and "--cpu-ok" in err and "--net cpu" in err
+    assert not os.listdir(tmp_path)                                       # nothing read or written
+
+
+def test_cpu_commands_keep_their_defaults():
+    base = dict(net="cpu", steps=1000, batch=32, lr=2e-3, precision="fp32", compile=False, tf32=False)
+    for argv in (["--mode", "mixit", "--steps", "1000"],                     # MNIST: no notice
+                 ["--dataset", "cifar10", "--net", "cpu"],                    # --net cpu: runs
+                 ["--dataset", "cifar10", "--net", "cpu", "--download"]):     # the old flag still works
+        args = train_image.parse_args(argv + ["--device", "cpu"])
+        assert not args.gpu_notice and {k: getattr(args, k) for k in base} == base, argv
+    quick = train_image.parse_args(["--preset", "quick", "--device", "cpu"])
+    assert (quick.steps, quick.net, quick.precision, quick.compile) == (600, "cpu", "fp32", False)
+
+
+def test_cpu_ok_runs_the_gpu_budget_in_float32():
+    args = train_image.parse_args(["--dataset", "cifar10", "--mode", "sr", "--device", "cpu", "--cpu-ok"])
+    gpu = train_image.PRESETS["gpu"]
+    assert not args.gpu_notice and args.net == "paper"
+    assert (args.steps, args.teacher_steps, args.batch, args.lr) == \
+        (gpu["steps"], gpu["teacher_steps"], gpu["batch"], gpu["lr"])
+    assert (args.precision, args.compile) == ("fp32", False)              # CPU: no bf16, no compile
+    assert 1e18 < train_image.budget_flops(args) < 1.3e18                  # the stated ~1.1 EFLOP
+
+
+def test_missing_cifar_is_downloaded_by_torchvision(tmp_path, monkeypatch):
+    import torchvision
+    calls = []
+
+    class FakeCIFAR10:                                  # what torchvision's download leaves behind
+        def __init__(self, root, train, download):
+            calls.append((root, download))
+            write_tiny_cifar(root, n_train=8, n_test=6)
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", FakeCIFAR10)
+    data = tmp_path / "data"
+    run(str(data), tmp_path / "o", "--mode", "sup-reg")
+    assert calls and calls[0] == (str(data), True)
+    assert (tmp_path / "o" / "results.json").is_file()
+
+
+def test_offline_download_names_the_folder_to_fill(tmp_path, monkeypatch):
+    import torchvision
+
+    def offline(*a, **k):
+        raise urllib.error.URLError("no network")
+    monkeypatch.setattr(torchvision.datasets, "CIFAR10", offline)
+    with pytest.raises(SystemExit) as e:
+        run(str(tmp_path / "data"), tmp_path / "o", "--mode", "sup-reg")
+    msg = str(e.value)
+    folder = os.path.join(str(tmp_path / "data"), "cifar-10-batches-py")
+    assert msg.startswith("error: CIFAR-10 not found") and "URLError" in msg and "\n" not in msg
+    assert f"fill {folder}/" in msg
+
+
+def fake_torchmetrics(monkeypatch, make):
+    """Install a stand-in ``torchmetrics.image`` whose three classes come from ``make(name)``."""
+    image = types.ModuleType("torchmetrics.image")
+    for name in ("FrechetInceptionDistance", "InceptionScore", "LearnedPerceptualImagePatchSimilarity"):
+        setattr(image, name, make(name))
+    root = types.ModuleType("torchmetrics")
+    root.image = image
+    monkeypatch.setitem(sys.modules, "torchmetrics", root)
+    monkeypatch.setitem(sys.modules, "torchmetrics.image", image)
+
+
+def test_paper_metrics_without_torchmetrics_is_one_line(cifar, tmp_path, monkeypatch, capsys):
+    monkeypatch.setitem(sys.modules, "torchmetrics", None)                 # import fails, installed or not
+    monkeypatch.setitem(sys.modules, "torchmetrics.image", None)
+    res = run(cifar, tmp_path, "--mode", "sup-reg", "--paper-metrics")
+    err = [line for line in capsys.readouterr().err.splitlines() if "--paper-metrics" in line]
+    assert len(err) == 1 and "pip install 'torchmetrics[image]'" in err[0]
+    assert "fid" not in res["rows"][0] and (tmp_path / "results.md").is_file()
+
+
+def test_paper_metrics_offline_is_one_line(cifar, tmp_path, monkeypatch, capsys):
+    def make(name):
+        def offline(*a, **k):
+            raise urllib.error.URLError("no network")                      # weights fetched at build
+        return offline
+    fake_torchmetrics(monkeypatch, make)
+    res = run(cifar, tmp_path, "--mode", "sup-reg", "--paper-metrics")
+    err = [line for line in capsys.readouterr().err.splitlines() if "--paper-metrics" in line]
+    assert len(err) == 1 and "cannot be fetched (URLError)" in err[0]
+    assert "fid" not in res["rows"][0]
+
+
+def test_paper_metrics_fill_their_columns(cifar, tmp_path, monkeypatch):
+    seen = []
+
+    def make(name):
+        class Metric:
+            def __init__(self, **kw):
+                self.kw = kw
+
+            def to(self, device):
+                return self
+
+            def reset(self):
+                pass
+
+            def update(self, *images, real=None):
+                seen.append((name, [tuple(x.shape) for x in images], min(x.min().item() for x in images),
+                             max(x.max().item() for x in images)))
+
+            def compute(self):
+                value = {"FrechetInceptionDistance": 12.5, "InceptionScore": 3.0}.get(name, 0.25)
+                return (torch.tensor(value), torch.tensor(0.1)) if name == "InceptionScore" else torch.tensor(value)
+        return Metric
+    fake_torchmetrics(monkeypatch, make)
+    res = run(cifar, tmp_path, "--mode", "mixit", "--paper-metrics")
+    assert all((r["lpips"], r["fid"], r["is"]) == (0.25, 12.5, 3.0) for r in res["rows"])
+    assert "| LPIPS | FID | IS |" in (tmp_path / "results.md").read_text()
+    for name, shapes, lo, hi in seen:                                      # RGB images in [0, 1]
+        assert all(s[1] == 3 for s in shapes) and 0 <= lo <= hi <= 1
+        if name == "LearnedPerceptualImagePatchSimilarity":
+            assert all(s[-2:] == (64, 64) for s in shapes)                # upsampled for AlexNet
+        else:
+            assert all(s[-2:] == (32, 32) for s in shapes)
