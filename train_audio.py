@@ -3,7 +3,9 @@
     python train_audio.py --preset quick                        # demo speech, SURF-SR, CPU
     python train_audio.py --mode rm --teacher runs/x/mixit.pt   # reuse a trained MixIT teacher
     python train_audio.py --mode sr --mixtures my_mixtures/     # mixture recordings only
+    python train_audio.py --mode sr --librimix train-360.csv    # CUDA: the GPU budget, a few hours
     python train_audio.py --mode sr --librimix train-360.csv --preset paper   # the paper (GPU)
+    torchrun --nproc_per_node 8 train_audio.py --mode sr --librimix train-360.csv   # 8 GPUs, DDP
     python train_audio.py --collect runs/audio                  # one table from several runs
     python train_audio.py --export runs/audio-sr/sr.pt model.pt # small checkpoint for separate.py
 
@@ -28,6 +30,14 @@ in flow mode or in regression mode (mixture in, K outputs). Training data, one o
 Evaluation: ``--eval-size`` fixed two-speaker mixtures of the held-out speakers of ``--data``
 (or the mixtures of ``--eval-csv``), SI-SDR, SI-SDRi, ESTOI and wide-band PESQ; flows sample
 with 5-step Euler. ``results.json``, ``results.md`` and ``examples/*.wav`` go to ``--out``.
+
+Where it runs (docs/training-on-gpus.md). With ``--librimix`` (or ``--net paper``) on a CUDA GPU
+the defaults are the GPU budget (``PRESETS["gpu"]``: the paper networks, 20k MixIT + 15k steps
+of 8 two-second crops) run in bf16 autocast, compiled, with TF32. Without a GPU, ``--librimix``
+alone says in one line that it is a GPU job (``--cpu-ok`` or ``--net cpu`` run it anyway); the
+demo set and ``--mixtures`` keep the CPU defaults. Under ``torchrun`` each process trains its
+share of every global batch with DistributedDataParallel and rank 0 writes checkpoints and
+results (surf_mini/training.py).
 
 Choices where the papers are silent (README, "Choices"):
   * K = 2 everywhere but the teacher, whose M = 4 outputs are merged to 2 with

@@ -1,7 +1,9 @@
 """Train and evaluate image separators on two-image mixtures (SURF section 5.1, Table 1).
 
     python train_image.py --preset quick                       # MNIST, SURF-SR, CPU, < 15 min
+    python train_image.py --dataset cifar10 --mode sr          # CUDA: the GPU budget, a few hours
     python train_image.py --dataset cifar10 --mode sr --preset paper   # the paper's setting (GPU)
+    torchrun --nproc_per_node 8 train_image.py --dataset cifar10 --mode sr   # 8 GPUs, DDP
     python train_image.py --mode rm --teacher runs/x/mixit.pt  # reuse a trained MixIT teacher
     python train_image.py --collect runs/mnist --plot curves.png  # one table (and curves) from runs
     python train_image.py --evaluate surf_mini/assets/mnist/*.pt  # re-score shipped checkpoints
@@ -23,6 +25,15 @@ flows): ``results.json``, ``results.md`` and ``grid.png`` in ``--out``. Every st
 scores its EMA network on ``--val-size`` validation mixtures every ``--val-every`` steps
 (mixtures of held-out *training-split* images, never the test set); the learning curve goes
 into the checkpoint and ``results.json``.
+
+Where it runs (docs/training-on-gpus.md). On a CUDA GPU the defaults are the GPU budget
+(``PRESETS["gpu"]``: the paper network, 50k MixIT + 50k steps at batch 128) run in bf16
+autocast, compiled, with TF32; a missing CIFAR-10 is downloaded into ``./data`` by torchvision
+(``--no-download`` forbids it). On a machine without one the defaults are the small CPU
+network, and the card's command ``--dataset cifar10 --mode sr`` says in one line that it is a
+GPU job (``--cpu-ok`` or ``--net cpu`` run it anyway); MNIST commands run as they always did.
+Under ``torchrun`` each process trains its share of every global batch with
+DistributedDataParallel and rank 0 writes checkpoints and results (surf_mini/training.py).
 
 Choices where the papers are silent (README, "Choices"):
   * K. The MixIT separator has M = 4 outputs. ReMixIT and Self-Remixing keep its 4 outputs
@@ -79,7 +90,7 @@ PRESETS = {
     # GPU. The paper network with NCSN++'s CIFAR-10 optimizer setting (Song et al. 2021: batch
     # 128, lr 2e-4, 5k warm-up) for 50k MixIT + 50k steps, a tenth of the paper's examples;
     # EMA 0.999 (SURF Table 9), beta over 80 % of the steps. --mode sr: about 1.1 EFLOP, an
-    # *estimate* (no GPU was lent to measure it) of 1-3 h on an H100, 3-7 h on an A100
+    # *estimate* (no GPU was lent to measure it) of 1-2 h on an H100, 3-7 h on an A100
     # (docs/training-on-gpus.md).
     "gpu": dict(net="paper", teacher_steps=50_000, steps=50_000, batch=128, lr=2e-4,
                 warmup=5_000, ema=0.999, beta_steps=40_000, eval_size=5000),
