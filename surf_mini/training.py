@@ -144,6 +144,10 @@ def init_distributed(args) -> None:
     rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
     cuda = str(args.device).startswith("cuda")
     if cuda:
+        if local >= torch.cuda.device_count():
+            raise SystemExit(f"error: process {local} of this node needs GPU {local}, but torch sees "
+                             f"{torch.cuda.device_count()}; start at most that many (--nproc_per_node) "
+                             f"or pass --device cpu")
         args.device = f"cuda:{local}"
         torch.cuda.set_device(local)
     owned = not dist.is_initialized()

@@ -143,6 +143,16 @@ def test_batch_must_split_evenly_and_evaluation_is_single_process(cifar, monkeyp
     assert "must be a multiple of the 2 processes" in capsys.readouterr().err
 
 
+def test_more_processes_than_gpus_is_one_line(monkeypatch):
+    for k, v in {"WORLD_SIZE": "2", "RANK": "1", "LOCAL_RANK": "1"}.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
+    args = type("Args", (), {"device": "cuda"})()
+    with pytest.raises(SystemExit, match="error: process 1 of this node needs GPU 1, but torch sees 1"):
+        training.init_distributed(args)
+    assert not training.distributed()                                      # no process group made
+
+
 def test_noise_streams_differ_per_rank_and_rank_0_keeps_its_seed():
     assert training.stream_seed(7, 0) == 7                                 # one process unchanged
     seeds = {training.stream_seed(7, r) for r in range(1, 8)} | {training.stream_seed(7, 1, step=2)}
