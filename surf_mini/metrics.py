@@ -122,19 +122,20 @@ def oracle_grouping(est: torch.Tensor, ref: torch.Tensor) -> torch.Tensor:
     return torch.einsum("bmk,bmd->bkd", best, x).reshape(B, K, *est.shape[2:])
 
 
-def match_images(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged"):
+def match_images(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged",
+                 merge_rule: str = "loudest"):
     """Estimates and references as images in [0, 1], estimate k facing reference k.
 
     est: [B, M, C, H, W] and sources [B, K, C, H, W], both on the halved scale of the
-    mixtures. M > K is reduced with ``grouping`` ("merged" or "oracle", see the module
-    docstring). Returns ``(est_images, ref_images)``, each [B, K, C, H, W].
+    mixtures. M > K is reduced with ``grouping`` ("merged" with ``mixit.merge_outputs``'s
+    ``merge_rule``, or "oracle", see the module docstring). Returns ``(est_images, ref_images)``, each [B, K, C, H, W].
     """
     K = sources.shape[1]
     if est.shape[1] > K:
         if grouping == "oracle":
             est = oracle_grouping(est, sources)
         elif grouping == "merged":
-            est = merge_outputs(est, K)
+            est = merge_outputs(est, K, merge_rule)
         else:
             raise ValueError(f"grouping must be 'merged' or 'oracle', got {grouping!r}")
     elif est.shape[1] < K:
@@ -143,9 +144,10 @@ def match_images(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merg
     return match_by_psnr(to_images(est), ref), ref
 
 
-def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged") -> dict:
+def image_scores(est: torch.Tensor, sources: torch.Tensor, grouping: str = "merged",
+                 merge_rule: str = "loudest") -> dict:
     """PSNR / SSIM per image after ``match_images``: ``{"psnr": [B, K], "ssim": [B, K]}``."""
-    est, ref = match_images(est, sources, grouping)
+    est, ref = match_images(est, sources, grouping, merge_rule)
     return {"psnr": psnr(est, ref), "ssim": ssim(est, ref)}
 
 

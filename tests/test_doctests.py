@@ -21,7 +21,7 @@ REQUIRED = {
            "step_sizes", "euler_sample"],
     pit: ["pairwise_cost", "best_permutation", "apply_permutation", "invert_permutation"],
     remix: ["mix", "shuffle_sources", "unshuffle_sources"],
-    mixit: ["mixit_loss", "mixture_consistency", "merge_outputs"],
+    mixit: ["mixit_loss", "mixture_consistency", "merge_outputs", "output_sparsity"],
     ema: ["ema_update", "beta_at"],
 }
 MODULES = list(REQUIRED)

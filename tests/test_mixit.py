@@ -97,3 +97,36 @@ def test_merge_outputs_keeps_the_sum_and_the_loud_outputs(gen):
     torch.testing.assert_close(out[:, 0], loud[:, 0] + faint[:, 1])
     torch.testing.assert_close(out[:, 1], loud[:, 1] + faint[:, 0])
     assert merge_outputs(est, 4) is est
+
+
+def test_output_sparsity_prefers_fewer_active_outputs(gen):
+    from surf_mini.mixit import output_sparsity
+    x = torch.randn(3, 1, 50, generator=gen, dtype=torch.float64)
+    spread = torch.cat([x / 2, x / 2, torch.zeros_like(x), torch.zeros_like(x)], 1)  # 2 active
+    single = torch.cat([x, torch.zeros_like(x), torch.zeros_like(x), torch.zeros_like(x)], 1)
+    assert torch.allclose(output_sparsity(single), torch.ones(3, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(output_sparsity(spread), torch.full((3,), 2 ** 0.5, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(output_sparsity(7.0 * spread), output_sparsity(spread))  # scale-free
+    est = spread.clone().requires_grad_(True)
+    output_sparsity(est).sum().backward()
+    assert torch.isfinite(est.grad).all()                                 # silent outputs too
+
+
+def test_balanced_merge_undoes_an_over_separation_that_loudest_gets_wrong():
+    from surf_mini.mixit import _splits, merge_weights
+    assert len(_splits(4, 2)) == 7 and len(_splits(3, 3)) == 1                 # each split once
+    a = torch.tensor([1.0, 0.0, 0.0, 0.0], dtype=torch.float64)                 # two orthogonal
+    b = torch.tensor([0.0, 0.0, 1.0, 0.0], dtype=torch.float64)                 # sources
+    # The louder source came out in two halves, the quieter one in two smaller halves.
+    est = torch.stack([0.5 * a, 0.5 * a, 0.4 * b, 0.4 * b])[None]               # [1, 4, 4]
+    truth = torch.stack([a, 0.8 * b])[None]
+    loud = merge_outputs(est, 2, rule="loudest")
+    bal = merge_outputs(est, 2, rule="balanced")
+    assert torch.allclose(bal.sum(1), est.sum(1)) and torch.allclose(loud.sum(1), est.sum(1))
+    assert torch.allclose(bal, truth)                                          # {0, 1}, {2, 3}
+    assert not torch.allclose(loud, truth)                                     # keeps 0 and 1 apart
+    gram = torch.bmm(est, est.transpose(1, 2))
+    w = merge_weights(gram, 2, rule="balanced")
+    assert w.shape == (1, 4, 2) and torch.equal(w.sum(-1), torch.ones(1, 4, dtype=w.dtype))
+    with pytest.raises(ValueError, match="merge rule"):
+        merge_weights(gram, 2, rule="nearest")

