@@ -61,7 +61,7 @@ from surf_mini import training
 from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.metrics import image_scores, match_images
-from surf_mini.mixit import merge_outputs, mixit_loss
+from surf_mini.mixit import merge_outputs, mixit_loss, output_sparsity
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
@@ -133,6 +133,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
     p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
     p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
+    p.add_argument("--mixit-sparsity", type=float, default=0.0,
+                   help="weight of the l1/l2 output-sparsity term added to the MixIT loss (0: none)")
     p.add_argument("--time", default="delta", choices=("delta", "logsnr", "uniform"),
                    help="flows: training-time law, FLOSS 3.2 (delta: 1%% at t = 0, else uniform)")
     p.add_argument("--flow-loss", default="mse", choices=("mse", "normalized", "db"),
@@ -281,7 +283,11 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return floss_loss(net, stage.mine(x), kind=a.flow_loss, time_kind=a.time, generator=g).mean()
     if name == "mixit":                                                    # Wisdom et al. (2020)
         mix_a, mix_b = (stage.mine(t) for t in mixtures.mixit_pair(B))
-        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="mse")[0].mean()
+        est = net(mix_a + mix_b)                                           # [B, M, C, H, W]
+        loss = mixit_loss(est, mix_a, mix_b, kind="mse")[0]
+        if a.mixit_sparsity:                                               # Wisdom et al. (2021)
+            loss = loss + a.mixit_sparsity * output_sparsity(est)
+        return loss.mean()
     m = stage.mine(mixtures.mixtures(B))                                   # [B/W, 1, C, H, W]
     if name in ("remixit", "selfremix"):
         with torch.no_grad():
