@@ -61,7 +61,7 @@ from surf_mini import training
 from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.metrics import image_scores, match_images
-from surf_mini.mixit import merge_outputs, mixit_loss, output_sparsity
+from surf_mini.mixit import MERGE_RULES, merge_outputs, mixit_loss, output_sparsity
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
@@ -133,6 +133,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
     p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
     p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
+    p.add_argument("--merge", default="loudest", choices=MERGE_RULES,
+                   help="reference-free reduction of the MixIT teacher's 4 outputs to 2 (what SURF is "
+                        "fed, and the 'merged' rows): mixit.merge_weights")
     p.add_argument("--mixit-sparsity", type=float, default=0.0,
                    help="weight of the l1/l2 output-sparsity term added to the MixIT loss (0: none)")
     p.add_argument("--time", default="delta", choices=("delta", "logsnr", "uniform"),
@@ -300,7 +303,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     # SURF, Algorithm 1: hybrid teacher (D.3) -> remix -> PIT at t = 0 -> RM-FM / SR-FM.
     beta = beta_at(stage.step, a.beta_steps)
     with torch.no_grad():
-        x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher_fwd(mm), K),
+        x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher_fwd(mm), K, a.merge),
                                       stage.ema_fwd, m, K, beta, generator=g)   # line 4
     return surf_loss(net, x_bar, mode=name, kind=a.flow_loss, time_kind=a.time,
                      generator=g).loss.mean()                              # lines 5-14
@@ -332,7 +335,8 @@ def separate(net: NCSN, m: torch.Tensor, device, seed: int, batch: int = 250,
                       for i in range(0, len(m), batch)])
 
 
-def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], device, seed: int):
+def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], device, seed: int,
+              merge: str = "loudest"):
     """The learning-curve scorer: PSNR / SSIM of a stage's EMA network on fixed validation
     mixtures (merged outputs for a 4-output network, what a SURF student is fed, plus the oracle
     grouping; PIT for 2 outputs)."""
@@ -340,7 +344,7 @@ def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], dev
 
     def validate(stage) -> dict:
         est = D.crop_center(separate(stage.ema, m, device, seed), size)
-        s = image_scores(est, ref, "merged")
+        s = image_scores(est, ref, "merged", merge)
         out = {"psnr": round(s["psnr"].mean().item(), 3), "ssim": round(s["ssim"].mean().item(), 4)}
         if est.shape[1] > K:
             out["psnr_oracle"] = round(image_scores(est, ref, "oracle")["psnr"].mean().item(), 3)
@@ -349,15 +353,16 @@ def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], dev
 
 
 def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, note: str = "",
-          paper=None) -> dict:
-    """One table row: PSNR / SSIM (and the ``paper_metrics`` scores when given) after matching."""
-    s = image_scores(est, sources, grouping)
+          paper=None, merge: str = "loudest") -> dict:
+    """One table row: PSNR / SSIM (and the ``paper_metrics`` scores when given) after matching;
+    "merged" reduces 4 outputs to 2 with ``mixit.merge_outputs``'s rule ``merge``."""
+    s = image_scores(est, sources, grouping, merge)
     row = {"method": name, "psnr": s["psnr"].mean().item(), "ssim": s["ssim"].mean().item(),
            "psnr_sem": (s["psnr"].mean(1).std() / math.sqrt(len(est))).item(),
            "n": len(est), "outputs": est.shape[1], "grouping": grouping if est.shape[1] > K else "PIT",
            "note": note}
     if paper is not None:
-        row.update(paper(*match_images(est, sources, grouping)))
+        row.update(paper(*match_images(est, sources, grouping, merge)))
     return row
 
 
@@ -416,16 +421,19 @@ def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
     rows = []
     if teacher is not None:
         t_est = crop(separate(teacher, m, device, args.seed, schedule=args.eval_steps))
-        rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed", paper))
+        rows.append(score("its MixIT teacher", t_est, ref, "merged", "what the student is fed", paper,
+                          args.merge))
         rows.append(score("its MixIT teacher", t_est, ref, "oracle", paper=paper))
     est = crop(separate(main, m, device, args.seed, schedule=args.eval_steps))
-    return method_rows(METHOD_NAMES[args.mode], est, ref, paper) + rows, est
+    return method_rows(METHOD_NAMES[args.mode], est, ref, paper, args.merge) + rows, est
 
 
-def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor, paper=None) -> list[dict]:
+def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor, paper=None,
+                merge: str = "loudest") -> list[dict]:
     """A method's table rows: merged and oracle for a 4-output network, PIT for 2 outputs."""
     if est.shape[1] > K:
-        return [score(name, est, ref, "merged", paper=paper), score(name, est, ref, "oracle", paper=paper)]
+        return [score(name, est, ref, "merged", paper=paper, merge=merge),
+                score(name, est, ref, "oracle", paper=paper)]
     return [score(name, est, ref, "PIT", paper=paper)]
 
 
@@ -436,7 +444,8 @@ def export(src: str, dst: str) -> None:
     small = {k: ckpt.get(k) for k in ("kind", "stage", "config", "ema", "step", "curve")}
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("dataset", "mode", "net", "steps", "teacher_steps", "batch", "lr",
-                              "warmup", "ema", "beta_steps", "precision", "seed")}
+                              "warmup", "ema", "beta_steps", "precision", "merge", "mixit_sparsity",
+                              "time", "flow_loss", "seed")}
     small["teacher_step"] = None if ckpt.get("teacher") is None else ckpt["args"].get("teacher_steps")
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
@@ -471,7 +480,7 @@ def evaluate_checkpoints(args) -> list[dict]:
         net = network_from(ckpt).to(device)
         padded, size = D.pad_to_multiple(m, net.config.size_multiple)
         est = D.crop_center(separate(net, padded, device, args.seed, schedule=args.eval_steps), size)
-        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src, paper):
+        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src, paper, args.merge):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
@@ -483,13 +492,13 @@ def evaluate_checkpoints(args) -> list[dict]:
 
 
 def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tensor, n: int = 8,
-              scale: int = 4) -> None:
+              scale: int = 4, merge: str = "loudest") -> None:
     """PNG grid, one column per test mixture and one labelled row each for the mixture, the two
     references and the two matched estimates; pixels enlarged ``scale`` times (nearest), so a
     28-pixel digit is 112 pixels on screen."""
     import torchvision
     from PIL import Image, ImageDraw, ImageFont
-    est, ref = match_images(est[:n], sources[:n], "merged")
+    est, ref = match_images(est[:n], sources[:n], "merged", merge)
     m = m[:n]
     rows = [m[:, 0].clamp(0, 1)] + [ref[:, k] for k in range(K)] + [est[:, k] for k in range(K)]
     labels = ["mixture"] + [f"reference {k + 1}" for k in range(K)] + [f"estimate {k + 1}" for k in range(K)]
@@ -615,7 +624,7 @@ def train_and_evaluate(args) -> dict:
     validate = None
     if args.val_every > 0 and args.val_size > 0 and len(valid_images) >= K:
         validate = validator(*D.test_mixtures(valid_images, args.val_size, seed=777), size,
-                             device, args.seed)
+                             device, args.seed, args.merge)
     os.makedirs(args.out, exist_ok=True)
 
     logs, teacher, teacher_steps = [], None, 0
@@ -657,7 +666,7 @@ def train_and_evaluate(args) -> dict:
     table = markdown(rows, budget)
     write_text(os.path.join(args.out, "results.md"), table)
     save_grid(os.path.join(args.out, "grid.png"), D.crop_center(m, size), D.crop_center(src, size),
-              D.crop_center(est, size))
+              D.crop_center(est, size), merge=args.merge)
     print(f"\n{args.dataset}, {args.eval_size} held-out test mixtures, 5-step Euler for flows, "
           f"{result['total_seconds']:.0f} s on {device}:\n")
     print(table)

@@ -100,13 +100,15 @@ def main():
     p.add_argument("--variant-modes", default="sup-flow,mixit,sr",
                    help="modes timed with each speed-up (comma list, or '' for none)")
     p.add_argument("--no-compile", action="store_true", help="leave out the (slow to build) compile column")
+    p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     a = p.parse_args()
     device = torch.device(a.device)
     torch.manual_seed(0)
     images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28),
                                 T.network_config("sr", a.net, 1).size_multiple)
     out = tempfile.mkdtemp()
-    common = ["--net", a.net, "--batch", str(a.batch), "--out", out, "--device", a.device]
+    common = ["--net", a.net, "--batch", str(a.batch), "--out", out, "--device", a.device,
+              "--precision", "fp32", "--no-compile"]          # the baseline: eager float32
     print(f"# one training step, MNIST-shaped, net={a.net}, B={a.batch}, {device}, "
           f"{torch.get_num_threads()} threads, torch {torch.__version__}\n")
     print("| mode | step (ms) | floor (ms) | step / floor | floor parts (ms) |")
