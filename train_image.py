@@ -133,11 +133,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
     p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
     p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
-    p.add_argument("--merge", default="loudest", choices=MERGE_RULES,
+    p.add_argument("--merge", default="balanced", choices=MERGE_RULES,
                    help="reference-free reduction of the MixIT teacher's 4 outputs to 2 (what SURF is "
                         "fed, and the 'merged' rows): mixit.merge_weights")
-    p.add_argument("--mixit-sparsity", type=float, default=0.0,
-                   help="weight of the l1/l2 output-sparsity term added to the MixIT loss (0: none)")
+    p.add_argument("--mixit-sparsity", type=float, default=1e-3,
+                   help="weight of the l1/l2 output-sparsity term added to the MixIT loss (0: none; "
+                        "1e-3 default, docs/results-mnist.md)")
     p.add_argument("--time", default="delta", choices=("delta", "logsnr", "uniform"),
                    help="flows: training-time law, FLOSS 3.2 (delta: 1%% at t = 0, else uniform)")
     p.add_argument("--flow-loss", default="mse", choices=("mse", "normalized", "db"),
