@@ -9,13 +9,17 @@ keeps the sum. Scored on validation mixtures (held-out training-split images, ne
 test set), PSNR after PIT, with the oracle grouping (which looks at the references) as the
 ceiling. Rules:
 
-  loudest+cosine  keep the K most energetic outputs, every other joins the kept output it is
-                  most similar to (cosine); ``mixit.merge_outputs`` before issue 9
-  partition-cos   of all ways to split the M outputs into K non-empty groups, the one whose
-                  group sums are least alike (smallest largest cosine between two groups)
+  loudest         keep the K most energetic outputs, every other joins the kept output it is
+                  most similar to (cosine); ``merge_outputs(rule="loudest")``, the only rule
+                  before 2026-11-25 and still the audio one
+  balanced        of all ways to split the M outputs into K non-empty groups, the one with the
+                  smallest largest-group energy share + 0.5 x largest cosine between group
+                  sums; ``merge_outputs(rule="balanced")``, the image default
+  energy-balance  the split whose group energies are closest to equal (balanced without the
+                  cosine term)
+  partition-cos   the split whose group sums are least alike (balanced without the energy term)
   partition-cross the split with the smallest inner product between group sums relative to
                   the total energy (cross energy / ||sum||^2)
-  energy-balance  the split whose group energies are closest to equal
 """
 import argparse
 import itertools
@@ -64,7 +68,8 @@ def partition_merge(est: torch.Tensor, K: int, rule: str) -> torch.Tensor:
 
 
 RULES = {
-    "loudest+cosine": lambda e, K: merge_outputs(e, K),
+    "loudest": lambda e, K: merge_outputs(e, K, "loudest"),
+    "balanced": lambda e, K: merge_outputs(e, K, "balanced"),
     "partition-cos": lambda e, K: partition_merge(e, K, "partition-cos"),
     "partition-cross": lambda e, K: partition_merge(e, K, "partition-cross"),
     "energy-balance": lambda e, K: partition_merge(e, K, "energy-balance"),
