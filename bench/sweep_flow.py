@@ -10,7 +10,8 @@ the test set) with three samplers: one Euler step, FLOSS's 5-step schedule (SURF
 linear steps. Prints one markdown table; each run's folder keeps its results.json (with its
 learning curve) so a configuration can be resumed or re-scored.
 
-Configurations (a row changes one thing from the baseline, the train_image.py defaults):
+Configurations (a row changes one thing from the baseline, the train_image.py defaults of
+2026-11-25 before this sweep; BASE pins the ones that have changed since):
   base       lr 2e-3, EMA 0.99, t ~ (99 + delta_0)/100, L (squared error), fp32, B = 32
   lr1e-3     peak learning rate 1e-3
   lr4e-3     peak learning rate 4e-3
@@ -33,6 +34,7 @@ import train_image as T  # noqa: E402
 from surf_mini import data as D  # noqa: E402
 from surf_mini.metrics import image_scores  # noqa: E402
 
+BASE = ["--flow-loss", "mse", "--precision", "fp32", "--ema", "0.99", "--lr", "2e-3"]  # before each row
 CONFIGS = {
     "base": [],
     "lr1e-3": ["--lr", "1e-3"],
@@ -63,7 +65,7 @@ def main():
     print("| config | " + " | ".join(f"PSNR {s}" for s in SAMPLERS) + " | s/step |")
     print("|---|" + "---|" * (len(SAMPLERS) + 1))
     for name in names:
-        extra = list(CONFIGS[name])
+        extra = BASE + list(CONFIGS[name])                               # the row's own flags win
         steps = a.steps
         if "--steps-scale" in extra:
             i = extra.index("--steps-scale")
