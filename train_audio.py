@@ -441,11 +441,8 @@ def main(argv=None) -> dict:
         torch.set_num_threads(args.threads)
     if args.gpu_notice:
         training.gpu_job_notice(f"train_audio.py --librimix ... --mode {args.mode}", budget_flops(args))
-    training.init_distributed(args)          # torchrun: join its process group; else nothing
-    try:
+    with training.process_group(args):       # torchrun: join its process group; else nothing
         return train_and_evaluate(args)
-    finally:
-        training.destroy_distributed()
 
 
 def train_and_evaluate(args) -> dict:

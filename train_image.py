@@ -60,7 +60,7 @@ from surf_mini import data as D
 from surf_mini import training
 from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import estimate_sources, floss_loss
-from surf_mini.metrics import image_scores, match_images
+from surf_mini.metrics import image_scores, match_images, psnr, ssim
 from surf_mini.mixit import MERGE_RULES, merge_outputs, mixit_loss, output_sparsity
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
@@ -358,13 +358,14 @@ def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, no
           paper=None, merge: str = "loudest") -> dict:
     """One table row: PSNR / SSIM (and the ``paper_metrics`` scores when given) after matching;
     "merged" reduces 4 outputs to 2 with ``mixit.merge_outputs``'s rule ``merge``."""
-    s = image_scores(est, sources, grouping, merge)
-    row = {"method": name, "psnr": s["psnr"].mean().item(), "ssim": s["ssim"].mean().item(),
-           "psnr_sem": (s["psnr"].mean(1).std() / math.sqrt(len(est))).item(),
+    matched = match_images(est, sources, grouping, merge)                # (est, ref) images
+    p = psnr(*matched)                                                    # [N, K]
+    row = {"method": name, "psnr": p.mean().item(), "ssim": ssim(*matched).mean().item(),
+           "psnr_sem": (p.mean(1).std() / math.sqrt(len(est))).item(),
            "n": len(est), "outputs": est.shape[1], "grouping": grouping if est.shape[1] > K else "PIT",
            "note": note}
     if paper is not None:
-        row.update(paper(*match_images(est, sources, grouping, merge)))
+        row.update(paper(*matched))
     return row
 
 
@@ -534,12 +535,13 @@ def markdown(rows: list[dict], budget: str = "") -> str:
 
 
 def collect(folder: str, plot: str | None = None) -> None:
-    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()))), end="")   # Table order
+    results = training.read_results(folder)
+    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()), results)), end="")
     if plot:
-        plot_curves(folder, plot)
+        plot_curves(folder, plot, results)
 
 
-def plot_curves(folder: str, path: str) -> None:
+def plot_curves(folder: str, path: str, results: list[dict]) -> None:
     """Validation PSNR against steps, one line per method (each run's own stage; MixIT's
     4-output curves are the merged outputs, what a student is fed). matplotlib is imported
     here only: training never needs it."""
@@ -549,11 +551,8 @@ def plot_curves(folder: str, path: str) -> None:
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
-    import glob
     curves = {}
-    for res_path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
-        with open(res_path) as f:
-            res = json.load(f)
+    for res in results:                                                   # training.read_results
         for st in res["stages"]:
             if st.get("curve") and st["stage"] not in curves:
                 curves[st["stage"]] = st["curve"]
@@ -594,11 +593,8 @@ def main(argv=None) -> dict:
         return {"rows": evaluate_checkpoints(args)}
     if args.gpu_notice:
         training.gpu_job_notice(f"train_image.py --dataset cifar10 --mode {args.mode}", budget_flops(args))
-    training.init_distributed(args)          # torchrun: join its process group; else nothing
-    try:
+    with training.process_group(args):       # torchrun: join its process group; else nothing
         return train_and_evaluate(args)
-    finally:
-        training.destroy_distributed()
 
 
 def train_and_evaluate(args) -> dict:

@@ -22,7 +22,6 @@ ceiling. Rules:
                   the total energy (cross energy / ||sum||^2)
 """
 import argparse
-import itertools
 import os
 import sys
 
@@ -32,26 +31,24 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 import train_image as T  # noqa: E402
 from surf_mini import data as D  # noqa: E402
 from surf_mini.metrics import image_scores, oracle_grouping  # noqa: E402
-from surf_mini.mixit import merge_outputs  # noqa: E402
+from surf_mini.mixit import _splits, merge_outputs, merge_weights  # noqa: E402
 
 
-def splits(M: int, K: int) -> torch.Tensor:
-    """Every assignment of M outputs to K non-empty groups, one-hot [A, M, K]."""
-    routes = [r for r in itertools.product(range(K), repeat=M) if len(set(r)) == K and r[0] == 0]
-    return torch.nn.functional.one_hot(torch.tensor(routes), K).float()
+def by_weights(est: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """Sum the outputs [B, M, *S] into groups with one-hot weights [B, M, K] -> [B, K, *S]."""
+    return torch.einsum("bmk,bmd->bkd", weights, est.flatten(2)).reshape(est.shape[0], -1, *est.shape[2:])
 
 
-def group_stats(gram: torch.Tensor, onehot: torch.Tensor) -> torch.Tensor:
-    """Gram matrix of the group sums for every split: [B, A, K, K]."""
-    return torch.einsum("amk,bmn,anl->bakl", onehot, gram, onehot)
+def gram_of(est: torch.Tensor) -> torch.Tensor:
+    x = est.flatten(2)
+    return torch.bmm(x, x.transpose(1, 2))                               # [B, M, M]
 
 
 def partition_merge(est: torch.Tensor, K: int, rule: str) -> torch.Tensor:
-    B, M = est.shape[:2]
-    x = est.flatten(2)
-    gram = torch.bmm(x, x.transpose(1, 2))                               # [B, M, M]
-    onehot = splits(M, K)                                                # [A, M, K]
-    G = group_stats(gram, onehot)                                        # [B, A, K, K]
+    """The two rules kept only for comparison: each scores every split (``mixit._splits``) by
+    the Gram matrix of its group sums."""
+    onehot = _splits(est.shape[1], K).to(est)                            # [A, M, K]
+    G = torch.einsum("amk,bmn,anl->bakl", onehot, gram_of(est), onehot)  # [B, A, K, K]
     energy = torch.diagonal(G, dim1=2, dim2=3)                           # [B, A, K]
     off = ~torch.eye(K, dtype=torch.bool)
     if rule == "partition-cos":
@@ -59,12 +56,9 @@ def partition_merge(est: torch.Tensor, K: int, rule: str) -> torch.Tensor:
         score = cos[..., off].amax(-1)                                   # [B, A], lower is better
     elif rule == "partition-cross":
         score = G[..., off].sum(-1) / (G.sum((-1, -2)) + 1e-12)
-    elif rule == "energy-balance":
-        score = energy.amax(-1) / (energy.sum(-1) + 1e-12)
     else:
         raise ValueError(rule)
-    best = onehot[score.argmin(1)]                                       # [B, M, K]
-    return torch.einsum("bmk,bmd->bkd", best, x).reshape(B, K, *est.shape[2:])
+    return by_weights(est, onehot[score.argmin(1)])
 
 
 RULES = {
@@ -72,7 +66,7 @@ RULES = {
     "balanced": lambda e, K: merge_outputs(e, K, "balanced"),
     "partition-cos": lambda e, K: partition_merge(e, K, "partition-cos"),
     "partition-cross": lambda e, K: partition_merge(e, K, "partition-cross"),
-    "energy-balance": lambda e, K: partition_merge(e, K, "energy-balance"),
+    "energy-balance": lambda e, K: by_weights(e, merge_weights(gram_of(e), K, "balanced", cos_weight=0.0)),
 }
 
 

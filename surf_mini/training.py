@@ -23,6 +23,7 @@ Each script supplies what differs: how its network is built and which loss a sta
 """
 from __future__ import annotations
 
+import contextlib
 import copy
 import dataclasses
 import hashlib
@@ -162,6 +163,17 @@ def destroy_distributed() -> None:
         import torch.distributed as dist
         dist.destroy_process_group()
     WORLD.rank, WORLD.size, WORLD.local_rank, WORLD.owned = 0, 1, 0, False
+
+
+@contextlib.contextmanager
+def process_group(args):
+    """``with process_group(args): ...`` runs the body inside torchrun's process group (joined by
+    ``init_distributed``, left afterwards even on an error); one process: nothing happens."""
+    init_distributed(args)
+    try:
+        yield
+    finally:
+        destroy_distributed()
 
 
 def barrier() -> None:
@@ -411,8 +423,7 @@ def validate_now(stage: Stage, validate: Validator | None) -> None:
         return
     if stage.step % every == 0 or stage.step == stage.total:
         if not stage.curve or stage.curve[-1]["step"] != stage.step:
-            stage.curve.append({"step": stage.step, **validate(stage)})
-        stage.net.train()
+            stage.curve.append({"step": stage.step, **validate(stage)})    # the EMA copy: net untouched
 
 
 def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor],
@@ -516,17 +527,25 @@ def gpu_job_notice(job: str, flops: float) -> None:
     raise SystemExit(2)
 
 
-def collect_rows(folder: str, order: list[str]) -> list[dict]:
-    """The rows of every ``folder/*/results.json``, each (method, matching) once, in ``order``.
+def read_results(folder: str) -> list[dict]:
+    """Every ``folder/*/results.json``, in path order (what ``--collect`` tabulates and plots)."""
+    import glob
+    import json
+    results = []
+    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
+        with open(path) as f:
+            results.append(json.load(f))
+    return results
+
+
+def collect_rows(folder: str, order: list[str], results: list[dict] | None = None) -> list[dict]:
+    """The rows of every ``folder/*/results.json`` (or of ``results``, ``read_results(folder)``
+    already read), each (method, matching) once, in ``order``.
 
     The "its MixIT teacher" rows of the remixing runs are left out: the MixIT run has its own.
     """
-    import glob
-    import json
     rows, seen = [], set()
-    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
-        with open(path) as f:
-            res = json.load(f)
+    for res in read_results(folder) if results is None else results:
         for r in res["rows"]:
             key = (r["method"], r["grouping"])
             if r["method"] != "its MixIT teacher" and key not in seen:

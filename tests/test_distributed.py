@@ -23,7 +23,6 @@ import torch
 import train_audio
 import train_image
 from surf_mini import training
-from tests.test_data_metrics import write_tiny_cifar
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR, STEPS = 5e-4, 3
@@ -64,12 +63,6 @@ def assert_same_weights(one: dict, two: dict, lr: float = LR, steps: int = STEPS
 # --------------------------------------------------------------------------------------
 # Images
 # --------------------------------------------------------------------------------------
-
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_tiny_cifar(str(root), n_train=8, n_test=6)
-    return str(root)
 
 
 def image_argv(cifar, out, *extra):

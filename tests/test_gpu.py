@@ -13,18 +13,10 @@ import torch
 
 import train_audio
 import train_image
-from tests.test_data_metrics import write_tiny_cifar
 from tests.test_distributed import ROOT, assert_same_weights, load
 
 pytestmark = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA GPU: the compile / bf16 / TF32 / NCCL paths need one")
-
-
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_tiny_cifar(str(root), n_train=8, n_test=6)
-    return str(root)
 
 
 def test_the_card_command_resolves_to_the_gpu_budget(tmp_path):

@@ -14,13 +14,6 @@ from surf_mini import training
 from tests.test_data_metrics import write_tiny_cifar
 
 
-@pytest.fixture(scope="module")
-def cifar(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cifar")
-    write_tiny_cifar(str(root), n_train=8, n_test=6)
-    return str(root)
-
-
 def run(cifar, out, *extra):
     argv = ["--dataset", "cifar10", "--data-dir", cifar, "--net", "cpu", "--teacher-steps", "2",
             "--steps", "2", "--batch", "3", "--eval-size", "4", "--warmup", "1", "--threads", "1",
