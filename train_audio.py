@@ -150,6 +150,15 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-csv", help="LibriMix metadata CSV of the test set (default: held-out --data speakers)")
     p.add_argument("--eval-size", type=int, help="held-out test mixtures to score")
     p.add_argument("--eval-seconds", type=float, help="length of the test mixtures")
+    p.add_argument("--eval-snr", type=float, default=5.0,
+                   help="test (and validation) mixtures: the second speaker's level is drawn in "
+                        "+-SNR/2 dB around the first (0: every mixture at 0 dB)")
+    p.add_argument("--val-every", type=int, default=500,
+                   help="score validation mixtures every N steps (0: never); needs a 'valid' split in --data")
+    p.add_argument("--val-size", type=int, default=100, help="validation mixtures")
+    p.add_argument("--augment", action="store_true",
+                   help="augment each training source on the fly: speed/pitch, random EQ, light "
+                        "reverberation (audio_data.augment); mixtures stay the sum of their sources")
     p.add_argument("--out", help="run folder (default runs/audio-<mode>)")
     p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps")
@@ -167,9 +176,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--threads", type=int, help="torch CPU threads")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--collect", metavar="DIR", help="print one table from DIR/*/results.json and exit")
+    p.add_argument("--plot", metavar="PNG", help="with --collect: also plot the validation curves (matplotlib)")
     p.add_argument("--export", nargs=2, metavar=("CKPT", "OUT"),
                    help="write CKPT's EMA network alone (what separate.py needs) to OUT and exit")
     args = p.parse_args(argv)
+    if args.plot and not args.collect:
+        p.error("--plot goes with --collect DIR")
     if args.collect or args.export:
         training.single_process(p, "--collect" if args.collect else "--export")
         return args
@@ -299,7 +311,8 @@ def training_data(args, sr: int) -> dict:
         sampler = lambda g: A.LibriMixSampler(items, sr, length, g)          # noqa: E731
     else:
         clips = A.load_clips(args.data, sr, _split(args.data, "train"))
-        sampler = lambda g: A.ClipMixer(clips, K, length, g)                 # noqa: E731
+        aug = sr if args.augment else None
+        sampler = lambda g: A.ClipMixer(clips, K, length, g, augment_rate=aug)   # noqa: E731
     return {"sample_rate": sr, "sampler": sampler, "view": lambda s, g: A.MixtureView(mixer=s)}
 
 
@@ -309,7 +322,27 @@ def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
     length = int(round(args.eval_seconds * sr))
     if args.eval_csv:
         return A.LibriMixSampler(A.librimix_items(args.eval_csv), sr, length, g).batch(args.eval_size)
-    return A.ClipMixer(A.load_clips(args.data, sr, _split(args.data, "test")), K, length, g).batch(args.eval_size)
+    clips = A.load_clips(args.data, sr, _split(args.data, "test"))
+    return A.ClipMixer(clips, K, length, g, snr_db=args.eval_snr).batch(args.eval_size)
+
+
+def validation_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """Fixed validation mixtures of the ``valid`` speakers of ``--data`` (a corpus built by
+    ``surf_mini.corpus`` has them; the demo set and LibriMix runs have none: no curve)."""
+    if args.val_every <= 0 or args.librimix or not has_split(args.data, "valid"):
+        return None
+    g = torch.Generator().manual_seed(EVAL_SEED + 1)
+    clips = A.load_clips(args.data, sr, "valid")
+    return A.ClipMixer(clips, K, int(round(args.eval_seconds * sr)), g, snr_db=args.eval_snr).batch(args.val_size)
+
+
+def has_split(folder: str, name: str) -> bool:
+    import csv
+    manifest = os.path.join(folder, "manifest.csv")
+    if not os.path.isfile(manifest):
+        return False
+    with open(manifest) as f:
+        return any(row["split"] == name for row in csv.DictReader(f))
 
 
 # --------------------------------------------------------------------------------------
@@ -351,10 +384,10 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     return surf_loss(net, x_bar, mode=name, kind="db", shaping=SHAPING, generator=g).loss.mean()  # 5-14
 
 
-def run_stage(name: str, args, device, data, teacher=None):
+def run_stage(name: str, args, device, data, teacher=None, validate=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
     stage = Stage(name, network_config(name, args.net), args, device, data, teacher)
-    return stage, training.resume_or_start(stage, args.resume, stage_loss)
+    return stage, training.resume_or_start(stage, args.resume, stage_loss, validate)
 
 
 # --------------------------------------------------------------------------------------
@@ -369,6 +402,20 @@ def separate(net: torch.nn.Module, m: torch.Tensor, device, seed: int, batch: in
     g = torch.Generator(device=device).manual_seed(seed)
     return torch.cat([estimate_sources(net, m[i:i + batch].to(device), steps, SHAPING, g).cpu()
                       for i in range(0, len(m), batch)])
+
+
+def validator(m: torch.Tensor, ref: torch.Tensor, sr: int, device, seed: int):
+    """The learning-curve scorer: SI-SDRi of a stage's EMA network on the validation mixtures
+    (merged outputs for the 4-output MixIT network, what a student is fed, plus the oracle
+    grouping; PIT for 2 outputs). ESTOI and PESQ are left to the final evaluation (slow)."""
+    def validate(stage) -> dict:
+        est = separate(stage.ema, m, device, seed)
+        out = {"si_sdri": round(audio_scores(est, ref, m, sr, "merged", perceptual=False)["si_sdri"].mean().item(), 3)}
+        if est.shape[1] > K:
+            out["si_sdri_oracle"] = round(
+                audio_scores(est, ref, m, sr, "oracle", perceptual=False)["si_sdri"].mean().item(), 3)
+        return out
+    return validate
 
 
 def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "") -> dict:
@@ -421,8 +468,12 @@ def markdown(rows: list[dict], budget: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
-def collect(folder: str) -> None:
-    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()))), end="")   # Table order
+def collect(folder: str, plot: str | None = None) -> None:
+    results = training.read_results(folder)
+    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()), results)), end="")  # Table order
+    if plot:
+        training.plot_curves(results, plot, "si_sdri", "validation SI-SDRi (dB, EMA weights)",
+                             MODES, METHOD_NAMES, merged=("mixit",), flows=("sup-flow", "rm", "sr"))
 
 
 # --------------------------------------------------------------------------------------
@@ -432,7 +483,7 @@ def collect(folder: str) -> None:
 def main(argv=None) -> dict:
     args = parse_args(argv)
     if args.collect:
-        collect(args.collect)
+        collect(args.collect, args.plot)
         return {}
     if args.export:
         export(*args.export)
@@ -458,10 +509,11 @@ def train_and_evaluate(args) -> dict:
 
     def load_data():
         try:
-            return training_data(args, sr), test_set(args, sr)
+            return training_data(args, sr), test_set(args, sr), validation_set(args, sr)
         except A.AudioDataError as e:
             raise SystemExit(f"error: {e}") from None
-    data, (m, ref) = training.in_turn(load_data)
+    data, (m, ref), val = training.in_turn(load_data)
+    validate = validator(*val, sr, device, args.seed) if val is not None else None
     os.makedirs(args.out, exist_ok=True)
 
     logs, teacher, teacher_steps = [], None, 0
@@ -473,10 +525,10 @@ def train_and_evaluate(args) -> dict:
                                  f"at {ckpt['sample_rate']} Hz; need a MixIT one at {sr} Hz")
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
         else:
-            stage, log = run_stage("mixit", args, device, data)
+            stage, log = run_stage("mixit", args, device, data, validate=validate)
             teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
         teacher = teacher.eval().requires_grad_(False)
-    stage, log = run_stage(args.mode, args, device, data, teacher)
+    stage, log = run_stage(args.mode, args, device, data, teacher, validate)
     logs.append(log)
     if not main_rank:
         return {}                                # rank 0 evaluates and writes the results

@@ -538,41 +538,8 @@ def collect(folder: str, plot: str | None = None) -> None:
     results = training.read_results(folder)
     print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()), results)), end="")
     if plot:
-        plot_curves(folder, plot, results)
-
-
-def plot_curves(folder: str, path: str, results: list[dict]) -> None:
-    """Validation PSNR against steps, one line per method (each run's own stage; MixIT's
-    4-output curves are the merged outputs, what a student is fed). matplotlib is imported
-    here only: training never needs it."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
-    curves = {}
-    for res in results:                                                   # training.read_results
-        for st in res["stages"]:
-            if st.get("curve") and st["stage"] not in curves:
-                curves[st["stage"]] = st["curve"]
-    if not curves:
-        raise SystemExit(f"error: no validation curves in {folder!r}/*/results.json")
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for mode in [m for m in MODES if m in curves]:
-        c = curves[mode]
-        style = "-" if mode in ("sup-flow", "rm", "sr") else "--"
-        ax.plot([p["step"] for p in c], [p["psnr"] for p in c], style, marker="o", ms=3,
-                label=METHOD_NAMES[mode] + (" (merged)" if mode in ("mixit", "remixit", "selfremix") else ""))
-    ax.set_xlabel("optimizer steps of the method's own stage")
-    ax.set_ylabel("validation PSNR (dB, EMA weights)")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    print(f"wrote {path}")
+        training.plot_curves(results, plot, "psnr", "validation PSNR (dB, EMA weights)", MODES,
+                             METHOD_NAMES, merged=("mixit", "remixit", "selfremix"), flows=("sup-flow", "rm", "sr"))
 
 
 # --------------------------------------------------------------------------------------

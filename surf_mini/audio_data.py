@@ -200,6 +200,61 @@ def load_clips(folder: str, sample_rate: int, split: str | None = None) -> dict:
     return out
 
 
+# --------------------------------------------------------------------------------------
+# On-the-fly augmentation of single sources (before they are summed, so SURF (1) holds)
+# --------------------------------------------------------------------------------------
+
+def speed(x, factor: float):
+    """Play ``x`` [T] ``factor`` times faster (tempo and pitch together), by resampling:
+    ``factor`` * T samples in -> T out (cropped or zero-padded to exactly ``len(x)``)."""
+    import torch
+    import torchaudio
+    n = len(x)
+    num = int(round(100 * factor))                           # rates 100 : num keep the kernel small
+    y = torchaudio.functional.resample(x[None], num, 100)[0] if num != 100 else x
+    return y[:n] if len(y) >= n else torch.nn.functional.pad(y, (0, n - len(y)))
+
+
+def random_eq(x, sample_rate: int, g):
+    """One peaking biquad at a random centre (150 Hz .. 0.4 fs), gain +-6 dB, Q 0.5-2."""
+    import torch
+    import torchaudio
+    u = torch.rand(3, generator=g).tolist()
+    centre = 150.0 * (0.4 * sample_rate / 150.0) ** u[0]     # log-uniform
+    return torchaudio.functional.equalizer_biquad(x, sample_rate, centre, 12 * u[1] - 6, 0.5 + 1.5 * u[2])
+
+
+def light_reverb(x, sample_rate: int, g, rt60: tuple = (0.1, 0.4), wet: tuple = (0.1, 0.4)):
+    """x plus a quiet tail: x convolved with exponentially decaying noise (RT60 drawn from
+    ``rt60`` s), mixed in at a ``wet`` ratio of its energy; the dry path is kept whole."""
+    import torch
+    u = torch.rand(2, generator=g).tolist()
+    t60 = rt60[0] + (rt60[1] - rt60[0]) * u[0]
+    n = int(t60 * sample_rate)
+    decay = torch.exp(-6.9 * torch.arange(n) / n)            # -60 dB at n samples
+    rir = torch.randn(n, generator=g) * decay
+    L = len(x) + n
+    tail = torch.fft.irfft(torch.fft.rfft(x, L) * torch.fft.rfft(rir, L), L)[:len(x)]
+    ratio = wet[0] + (wet[1] - wet[0]) * u[1]
+    return x + tail * (ratio * x.pow(2).sum() / (tail.pow(2).sum() + 1e-12)).sqrt()
+
+
+def augment(x, sample_rate: int, g, speed_range: tuple = (0.9, 1.1), p_eq: float = 0.5,
+            p_reverb: float = 0.3):
+    """One random view of a single source [T] (same length): speed/pitch by resampling, then
+    with probability ``p_eq`` a random EQ and with ``p_reverb`` a light reverberation. Level
+    and mixing SNR are the mixer's (``ClipMixer``). Applied to each source *before* the sum,
+    so the mixture is still the sum of its sources, SURF (1)."""
+    import torch
+    lo, hi = speed_range
+    x = speed(x, lo + (hi - lo) * float(torch.rand(1, generator=g)))
+    if float(torch.rand(1, generator=g)) < p_eq:
+        x = random_eq(x, sample_rate, g)
+    if float(torch.rand(1, generator=g)) < p_reverb:
+        x = light_reverb(x, sample_rate, g)
+    return x
+
+
 def _crop(x, n: int, rng):
     import torch
     if len(x) <= n:
@@ -210,16 +265,19 @@ def _crop(x, n: int, rng):
 
 class ClipMixer:
     """Mixtures made on the fly from single-speaker clips: K distinct speakers per mixture,
-    each at a random level in [-snr_db/2, snr_db/2] dB around the first, random crops.
+    each at a random level in [-snr_db/2, snr_db/2] dB around the first, random crops;
+    with ``augment_rate`` (the sample rate) each source is first ``augment``-ed.
 
     ``batch(B)`` -> (m [B, 1, T], sources [B, K, T]) for supervised training and evaluation.
     """
 
-    def __init__(self, clips: dict, K: int, length: int, generator, snr_db: float = 5.0):
+    def __init__(self, clips: dict, K: int, length: int, generator, snr_db: float = 5.0,
+                 augment_rate: int | None = None):
         if len(clips) < K:
             raise AudioDataError(f"need at least {K} speakers to mix, found {len(clips)}")
         self.clips, self.K, self.length, self.g, self.snr_db = clips, K, length, generator, snr_db
         self.names = sorted(clips)
+        self.augment_rate = augment_rate         # sample rate: augment each source (``augment``)
 
     def batch(self, B: int):
         import torch
@@ -229,7 +287,10 @@ class ClipMixer:
             row = []
             for j, i in enumerate(who.tolist()):
                 pool = self.clips[self.names[i]]
-                x = _crop(pool[int(torch.randint(len(pool), (1,), generator=self.g))], self.length, self.g)
+                n = int(self.length * 1.12) if self.augment_rate else self.length   # room for speed-up
+                x = _crop(pool[int(torch.randint(len(pool), (1,), generator=self.g))], n, self.g)
+                if self.augment_rate:
+                    x = augment(x, self.augment_rate, self.g)[:self.length]
                 x = x / (x.pow(2).mean().sqrt() + 1e-8)                     # unit RMS
                 gain_db = 0.0 if j == 0 else float(torch.empty(1).uniform_(
                     -self.snr_db / 2, self.snr_db / 2, generator=self.g))
@@ -324,6 +385,11 @@ def make_demo_mixture(path: str, speakers: tuple = ("klettres-it", "klettres-ru"
     os.replace(tmp, path)
 
 if __name__ == "__main__":
+    if len(sys.argv) >= 3 and sys.argv[1] == "build-corpus":        # the speech corpus, corpus.py
+        from surf_mini import corpus
+        corpus.main(["speech"] + sys.argv[2:])
+        sys.exit(0)
     if len(sys.argv) != 3 or sys.argv[1] not in ("make-demo", "make-mix"):
-        raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR | make-mix OUT.wav")
+        raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR | make-mix OUT.wav "
+                         "| build-corpus OUT_DIR")
     (make_demo if sys.argv[1] == "make-demo" else make_demo_mixture)(sys.argv[2])

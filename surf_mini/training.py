@@ -555,3 +555,38 @@ def collect_rows(folder: str, order: list[str], results: list[dict] | None = Non
         raise SystemExit(f"error: no */results.json under {folder!r}")
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     return rows
+
+
+def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tuple, names: dict,
+                merged: tuple = (), flows: tuple = ()) -> None:
+    """Validation score ``key`` against steps, one line per method (each run's own stage; the
+    ``merged`` modes' curves are their merged outputs, what a student is fed), from
+    ``read_results``; solid lines for ``flows``. matplotlib is imported here only: training
+    never needs it. The PNG is written atomically."""
+    try:
+        import matplotlib
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
+    curves = {}
+    for res in results:
+        for st in res["stages"]:
+            if st.get("curve") and st["stage"] not in curves:
+                curves[st["stage"]] = st["curve"]
+    if not curves:
+        raise SystemExit("error: no validation curves in the results.json files")
+    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
+    for mode in [m for m in modes if m in curves]:
+        c = [p for p in curves[mode] if key in p]
+        ax.plot([p["step"] for p in c], [p[key] for p in c], "-" if mode in flows else "--", marker="o",
+                ms=3, label=names[mode] + (" (merged)" if mode in merged else ""))
+    ax.set_xlabel("optimizer steps of the method's own stage")
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    tmp = path + ".tmp.png"
+    fig.savefig(tmp)
+    os.replace(tmp, path)
+    print(f"wrote {path}")

@@ -56,3 +56,39 @@ def test_librimix_metadata(tmp_path):
     bad.write_text("a,b\n1,2\n")
     with pytest.raises(A.AudioDataError, match="not a LibriMix"):
         A.librimix_items(str(bad))
+
+
+def test_augmented_sources_still_sum_to_the_mixture():
+    """SURF (1) under augmentation: every source is augmented before the sum."""
+    clips = A.load_clips(A.DEMO_DIR, 8000, "train")
+    plain = A.ClipMixer(clips, 2, 8000, torch.Generator().manual_seed(3))
+    aug = A.ClipMixer(clips, 2, 8000, torch.Generator().manual_seed(3), augment_rate=8000)
+    m, s = aug.batch(6)
+    assert s.shape == (6, 2, 8000) and torch.allclose(s.sum(1, keepdim=True), m)
+    assert torch.isfinite(s).all()
+    m0, _ = plain.batch(6)
+    assert not torch.allclose(m0, m)                      # the augmentation did something
+    m2, s2 = A.ClipMixer(clips, 2, 8000, torch.Generator().manual_seed(3), augment_rate=8000).batch(6)
+    assert torch.equal(m2, m) and torch.equal(s2, s)     # and is seeded
+
+
+def test_speed_by_resampling_moves_the_pitch():
+    sr, f = 8000, 200.0
+    x = torch.sin(2 * torch.pi * f * torch.arange(sr) / sr)
+    assert torch.equal(A.speed(x, 1.0), x)
+    for factor in (0.9, 1.1):
+        y = A.speed(x, factor)
+        assert y.shape == x.shape
+        peak = torch.fft.rfft(y[: int(sr / 1.1)]).abs().argmax().item() * sr / int(sr / 1.1)
+        assert abs(peak - f * factor) < 3.0, (factor, peak)
+
+
+def test_light_reverb_keeps_the_dry_signal_and_adds_a_quiet_tail():
+    g = torch.Generator().manual_seed(0)
+    x = torch.zeros(8000)
+    x[100] = 1.0                                          # an impulse: the output is 1 + the tail
+    y = A.light_reverb(x, 8000, g, wet=(0.2, 0.2))
+    tail = y - x
+    assert tail[:100].abs().max() < 1e-6                  # causal
+    assert abs(tail.pow(2).sum().item() / x.pow(2).sum().item() - 0.2) < 1e-4
+    assert abs(y[100].item() - 1.0) < 0.5                 # the direct path is still there

@@ -1,0 +1,132 @@
+"""The offline speech corpus builder (surf_mini.corpus) on a tiny fake package tree.
+
+No Debian package is needed: the tree holds a few short tones where the packages put their
+recordings, and three fake programs stand in for flite, espeak-ng and festival.
+"""
+import csv
+import os
+import stat
+import sys
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from surf_mini import audio_data as A
+from surf_mini import corpus as C
+
+FAKE_TTS = r'''#!{python}
+# Fake flite / espeak-ng / festival: write a 1 s tone (pitch from the voice name) per request.
+import os, re, sys, zlib
+import numpy as np, soundfile as sf
+
+def tone(path, name):
+    f = 120 + zlib.crc32(name.encode()) % 200
+    t = np.arange(16000) / 16000
+    sf.write(path, (0.3 * np.sin(2 * np.pi * f * t)).astype("float32"), 16000)
+
+prog, a = os.path.basename(sys.argv[0]), sys.argv[1:]
+if prog == "flite":
+    tone(a[a.index("-o") + 1], a[a.index("-voice") + 1])
+elif prog == "espeak-ng":
+    tone(a[a.index("-w") + 1], a[a.index("-v") + 1])
+else:                                                     # festival -b script.scm
+    text = open(a[-1]).read()
+    voice = re.match(r"\((\w+)\)", text).group(1)
+    for path in re.findall(r'"([^"]+\.wav)" \'riff', text):
+        tone(path, voice)
+'''
+
+
+def _tone(path, seconds, freq, sr, fmt=None):
+    t = np.arange(int(seconds * sr)) / sr
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype("float32"), sr, format=fmt)
+
+
+@pytest.fixture
+def fake_root(tmp_path, monkeypatch):
+    """Every package of ``C.PACKAGES``: 3 one-second prompts per Asterisk folder (plus a
+    5 s file in a ``silence`` folder, which must be skipped, and an empty file), 4 syllables
+    per KLettres language, empty festvox voice folders, and the fake TTS programs on PATH."""
+    root = tmp_path / "root"
+    for i, folder in enumerate(C.ASTERISK_SPEAKERS):
+        d = root / C.ASTERISK / folder
+        for j in range(3):
+            _tone(str(d / f"p{j}.wav"), 1.0, 200 + 50 * i + 10 * j, 8000)
+        _tone(str(d / "silence" / "5.wav"), 5.0, 1000, 8000)
+        sf.write(str(d / "empty.wav"), np.zeros(0, np.float32), 8000)
+    for i, lang in enumerate(("it", "nl", "ru", "de", "hu", "cs", "en", "fr")):
+        for j in range(4):
+            _tone(str(root / C.KLETTRES / lang / "alpha" / f"{j}.ogg"), 0.5, 300 + 20 * i + 5 * j, 22050, "OGG")
+    for pkg, what in C.PACKAGES.items():
+        if what.startswith(C.FESTIVAL_VOICES):
+            os.makedirs(root / what, exist_ok=True)
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for prog in C.PROGRAMS:
+        p = bin_dir / prog
+        p.write_text(FAKE_TTS.replace("{python}", sys.executable))
+        p.chmod(p.stat().st_mode | stat.S_IEXEC)
+    monkeypatch.setenv("PATH", f"{bin_dir}{os.pathsep}{os.environ['PATH']}")
+    return str(root)
+
+
+def _manifest(folder):
+    with open(os.path.join(folder, "manifest.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path):
+    out = str(tmp_path / "corpus")
+    totals = C.build_speech(out, root=fake_root, tts_seconds=6.0, progress=False)
+    rows = _manifest(out)
+    split = {r["speaker"]: r["split"] for r in rows}
+    origin = {r["speaker"]: r["origin"] for r in rows}
+    # 5 Asterisk speakers (Allison's two folders are one), 8 KLettres, 5 + 12 + 12 synthetic
+    assert totals["speakers"] == len(split) == 5 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) + len(C.FESTIVAL)
+    assert {s for s, v in split.items() if v == "test"} == set(C.TEST_SPEAKERS)
+    assert {s for s, v in split.items() if v == "valid"} == set(C.VALID_SPEAKERS)
+    assert all(origin[s] == "real" for s, v in split.items() if v != "train")
+    assert {origin[s] for s, v in split.items() if v == "train"} == {"real", "synthetic"}
+    for r in rows:                                               # every file there, 16 kHz mono
+        info = sf.info(os.path.join(out, r["file"]))
+        assert info.samplerate == C.SAMPLE_RATE and info.channels == 1
+        assert abs(info.frames / info.samplerate - float(r["seconds"])) < 0.01
+    # the 5 s file in "silence/" is skipped: Allison has 2 x 3 one-second prompts and pauses
+    allison = sum(float(r["seconds"]) for r in rows if r["speaker"] == "asterisk-allison")
+    assert 5.5 < allison < 8.0
+    assert "asterisk-allison" in open(os.path.join(out, "SOURCES.md")).read()
+    # the loader reads it like the demo set
+    assert set(A.load_clips(out, 8000, "test")) == set(C.TEST_SPEAKERS)
+
+
+def test_build_is_deterministic(fake_root, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    C.build_speech(a, root=fake_root, tts_seconds=6.0, progress=False)
+    C.build_speech(b, root=fake_root, tts_seconds=6.0, progress=False)
+    assert _manifest(a) == _manifest(b)
+    f = _manifest(a)[0]["file"]
+    assert np.array_equal(sf.read(os.path.join(a, f))[0], sf.read(os.path.join(b, f))[0])
+
+
+def test_missing_packages_are_named_in_one_line(fake_root, tmp_path, capsys):
+    os.rename(os.path.join(fake_root, C.KLETTRES), os.path.join(fake_root, "elsewhere"))
+    assert C.missing_packages(fake_root) == ["klettres-data"]
+    out = str(tmp_path / "corpus")
+    with pytest.raises(SystemExit) as e:
+        C.main(["speech", out, "--root", fake_root])
+    assert str(e.value) == ("error: missing Debian packages: klettres-data; "
+                            "apt-get install klettres-data")
+    assert not os.path.exists(os.path.join(out, "manifest.csv"))
+
+
+def test_join_pieces_respects_lengths_and_uses_every_piece():
+    import random
+    sr = C.SAMPLE_RATE
+    pieces = [np.full(sr // 2, 0.1 * (i + 1), np.float32) for i in range(30)]   # 15 s in all
+    clips = C.join_pieces(pieces, random.Random(0), low=4.0, high=8.0)
+    assert all(len(c) <= 8.5 * sr for c in clips) and all(len(c) >= 4.0 * sr for c in clips[:-1])
+    speech = sum(int((np.abs(c) > 0).sum()) for c in clips)
+    assert speech == 30 * (sr // 2)                             # every piece once, pauses are zeros
+    assert all(abs(np.abs(c).max() - 10 ** (-3 / 20)) < 1e-5 for c in clips)
