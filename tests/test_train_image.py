@@ -158,6 +158,24 @@ def test_evaluate_rescores_exported_checkpoints_like_the_run(cifar, tmp_path, ca
     assert "| MixIT | 4 | oracle |" in capsys.readouterr().out
 
 
+SHIPPED = os.path.join(os.path.dirname(train_image.__file__), "surf_mini", "assets", "mnist")
+
+
+def test_shipped_mnist_checkpoints_rescore_on_the_test_mixtures(capsys):
+    """The long table's shipped EMA weights (surf_mini/assets/mnist) re-score on MNIST test
+    mixtures in seconds. On the 1000 test mixtures both are at 25.3 dB (docs/results-mnist.md);
+    16 of them give the same level, which an untrained or wrongly loaded network (about 8-12 dB)
+    cannot reach."""
+    paths = sorted(os.path.join(SHIPPED, f) for f in os.listdir(SHIPPED) if f.endswith(".pt"))
+    assert {os.path.basename(p) for p in paths} >= {"mixit.pt", "sup-flow.pt"}
+    out = train_image.main(["--evaluate", os.path.join(SHIPPED, "mixit.pt"), os.path.join(SHIPPED, "sup-flow.pt"),
+                            "--eval-size", "16", "--merge", "loudest", "--threads", "1"])
+    got = {(r["method"], r["grouping"]): r for r in out["rows"]}
+    assert set(got) == {("supervised flow", "PIT"), ("MixIT", "merged"), ("MixIT", "oracle")}
+    assert all(r["psnr"] > 21.0 and r["budget"].startswith("10000 steps") for r in got.values()), got
+    assert "| supervised flow | 2 | PIT |" in capsys.readouterr().out
+
+
 def test_evaluate_and_export_reject_bad_checkpoints(tmp_path):
     with pytest.raises(SystemExit, match="not found"):
         train_image.main(["--evaluate", str(tmp_path / "missing.pt")])
