@@ -156,6 +156,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-every", type=int, default=500,
                    help="score validation mixtures every N steps (0: never); needs a 'valid' split in --data")
     p.add_argument("--val-size", type=int, default=100, help="validation mixtures")
+    p.add_argument("--flow-head", choices=("compressed", "x1"), default="compressed",
+                   help="flow locoformer head: masks on compressed spectra giving the velocity, or on "
+                        "linear spectra giving a clean estimate (locoformer.py; docs/speech.md)")
     p.add_argument("--augment", action="store_true",
                    help="augment each training source on the fly: speed/pitch, random EQ, light "
                         "reverberation (audio_data.augment); mixtures stay the sum of their sources")
@@ -231,12 +234,14 @@ def budget_flops(args) -> float:
 # Networks and checkpoints
 # --------------------------------------------------------------------------------------
 
-def network_config(mode: str, net: str):
+def network_config(mode: str, net: str, head: str = "compressed"):
     """ConvTasNet (M = 4) for MixIT, regression locoformer (K = 2) for sup-reg and the
-    regression remixing students, flow locoformer (K = 2) otherwise."""
+    regression remixing students, flow locoformer (K = 2, its ``head``) otherwise."""
     if mode == "mixit":
         return tasnet_config(net, MIXIT_OUTPUTS)
-    return loco_config(net, K, "regression" if mode in ("sup-reg", "remixit", "selfremix") else "flow")
+    if mode in ("sup-reg", "remixit", "selfremix"):
+        return loco_config(net, K, "regression")
+    return loco_config(net, K, "flow", head=head)
 
 
 def sample_rate_of(net: str) -> int:
@@ -386,7 +391,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
 
 def run_stage(name: str, args, device, data, teacher=None, validate=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
-    stage = Stage(name, network_config(name, args.net), args, device, data, teacher)
+    stage = Stage(name, network_config(name, args.net, args.flow_head), args, device, data, teacher)
     return stage, training.resume_or_start(stage, args.resume, stage_loss, validate)
 
 

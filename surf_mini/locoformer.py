@@ -23,7 +23,11 @@ v [B, K, T] with
     and its residual by a gate, all predicted from the time embedding (Peebles & Xie 2023);
   * a hybrid mask head: the band-unsplit output has 3 parts per source, a mapping, a mask on
     the (compressed) spectrum of P_perp x_t and a mask on the mixture's; their combination is
-    decompressed, inverted by the iSTFT and projected by P_perp (FLOSS (14)).
+    decompressed, inverted by the iSTFT and projected by P_perp (FLOSS (14)). Choice (config
+    ``head="x1"``): the masks act on the *linear* spectra and the result is a clean estimate,
+    turned into a velocity by SURF (18) read backwards, v = P_perp(x_hat_1 - x_t) / (1 - t).
+    FLOSS does not say in which domain the masks act; the velocity holds the start noise,
+    which a sum of masked *compressed* spectra cannot reproduce exactly (docs/speech.md).
 
 Regression mode (the remixing baselines, SURF D.5): the only input is the mixture; the K
 output tokens start from the mixture's encoding plus a learned per-output embedding (which
@@ -62,6 +66,11 @@ class LocoformerConfig:
     ffn_kernel: int = 3
     norm_groups: int = 4
     consistency: bool = True            # regression mode: project outputs to sum to m
+    # Flow mode's head (see ``MBTFLocoformer.forward``): "compressed" combines the mapping and
+    # both masks in the compressed spectrum and returns that as the velocity (the head every
+    # checkpoint before 2026-11-25 has); "x1" applies the masks to linear spectra, reads the
+    # result as a clean estimate x_hat_1 and returns v = P_perp(x_hat_1 - x_t) / (1 - t).
+    head: str = "compressed"
 
     @property
     def n_fft(self) -> int:
@@ -275,6 +284,8 @@ class MBTFLocoformer(nn.Module):
         super().__init__()
         if config.mode not in ("flow", "regression"):
             raise ValueError(f"locoformer mode must be 'flow' or 'regression', got {config.mode!r}")
+        if config.head not in ("compressed", "x1"):
+            raise ValueError(f"locoformer head must be 'compressed' or 'x1', got {config.head!r}")
         self.config = c = config
         self.flow = c.mode == "flow"
         self.n_freqs = c.n_fft // 2 + 1
@@ -377,6 +388,14 @@ class MBTFLocoformer(nn.Module):
             h = blk(h, cond)
         mapping, in_mask, mix_mask = self.decode(self.final_norm(h[:, :K]))   # the K source tokens
         m_spec = spec[:, K:] if self.flow else spec             # [B, 1, T', F]
+        if self.flow and c.head == "x1":
+            lin = lambda Y: Y * (Y.abs() + 1e-8).pow(1 / c.compress - 1)     # noqa: E731  decompress
+            Y = lin(mapping) + in_mask * lin(x_spec) + mix_mask * lin(m_spec)  # x_hat_1, linear spectra
+            flat = Y.reshape((-1,) + Y.shape[-2:]).transpose(-1, -2)
+            x1_hat = torch.istft(flat, c.n_fft, c.hop, window=self.window.to(flat.real.dtype), center=True,
+                                 length=T).reshape(B, K, T)                   # [B, K, T]
+            # SURF (18) backwards: x_hat_1 = x_t + (1 - t) v  =>  v = (x_hat_1 - x_t) / (1 - t), P_perp'd
+            return zero_sum(x1_hat - x_t) / (1 - t).clamp_min(1e-5)[:, None, None]
         Y = mapping + mix_mask * m_spec                         # hybrid mask head, FLOSS 3.3
         if x_spec is not None:
             Y = Y + in_mask * x_spec

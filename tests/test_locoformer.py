@@ -32,9 +32,10 @@ def equivariance_error(net, gen, t):
     return err
 
 
+@pytest.mark.parametrize("head", ["compressed", "x1"])
 @pytest.mark.parametrize("t", [0.0, None])
-def test_flow_locoformer_is_equivariant(gen, t):
-    assert equivariance_error(tiny(), gen, t) < 1e-10
+def test_flow_locoformer_is_equivariant(gen, t, head):
+    assert equivariance_error(tiny(head=head), gen, t) < 1e-10
 
 
 def test_the_check_catches_a_source_positional_code(gen):
@@ -45,8 +46,9 @@ def test_the_check_catches_a_source_positional_code(gen):
     assert equivariance_error(net, gen, 0.3) > 1e-3
 
 
-def test_output_is_zero_sum_and_samples_stay_consistent(gen):
-    net = tiny(K=2)
+@pytest.mark.parametrize("head", ["compressed", "x1"])
+def test_output_is_zero_sum_and_samples_stay_consistent(gen, head):
+    net = tiny(K=2, head=head)
     m = torch.randn(2, 1, T, generator=gen, dtype=torch.float64)
     v = net(torch.randn(2, 2, T, generator=gen, dtype=torch.float64), torch.rand(2, dtype=torch.float64), m)
     assert v.sum(1).abs().max() < 1e-10
@@ -94,3 +96,28 @@ def test_bad_inputs_get_clear_errors():
         net(torch.zeros(1, 2, T, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), m[:, 0])
     with pytest.raises(ValueError, match="at least"):
         net(torch.zeros(1, 2, 10, dtype=torch.float64), torch.zeros(1, dtype=torch.float64), m[..., :10])
+
+
+
+def test_x1_head_returns_the_velocity_to_its_clean_estimate(gen):
+    """head="x1": the head's output is a clean estimate x_hat_1 and x_t + (1 - t) v gives it
+    back (SURF (18)) for a mixture-consistent x_t. With the mapping and input mask at 0 and
+    mixture masks 0.3 and 0.7, x_hat_1 = (0.3 m, 0.7 m)."""
+    net = tiny(K=2, head="x1")
+    m = torch.randn(2, 1, T, generator=gen, dtype=torch.float64)
+    noise = torch.randn(2, 2, T, generator=gen, dtype=torch.float64)
+    x_t = m / 2 + noise - noise.mean(1, keepdim=True)                       # sums to m
+    w = torch.tensor([0.3, 0.7], dtype=torch.float64)
+    zeros = lambda h: torch.zeros(2, 2, h.shape[2], net.n_freqs, dtype=torch.complex128)   # noqa: E731
+    net.decode = lambda h: (zeros(h), zeros(h), zeros(h) + w[None, :, None, None])
+    for t in (0.0, 0.7):
+        tt = torch.full((2,), t, dtype=torch.float64)
+        assert torch.allclose(x_t + (1 - t) * net(x_t, tt, m), w[None, :, None] * m, atol=1e-6)
+    net.config.head = "compressed"                                         # the other head does not
+    assert not torch.allclose(x_t + 0.3 * net(x_t, torch.full((2,), 0.7, dtype=torch.float64), m),
+                              w[None, :, None] * m, atol=1e-2)
+
+
+def test_unknown_head_is_refused():
+    with pytest.raises(ValueError, match="head must be"):
+        tiny(head="velocity")

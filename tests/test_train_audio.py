@@ -183,3 +183,10 @@ def test_validation_curve_augmentation_and_plot(tmp_path):
     # the demo set has no 'valid' split: no curve, and the run still completes
     res = run(tmp_path / "demo", "--mode", "sup-reg", "--val-every", "1")
     assert res["stages"][0]["curve"] == []
+
+
+def test_flow_head_x1_trains_and_travels_in_the_checkpoint(tmp_path):
+    res = run(tmp_path, "--mode", "sup-flow", "--flow-head", "x1")
+    assert all(math.isfinite(r["si_sdri"]) for r in res["rows"])
+    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-flow.pt"))
+    assert ckpt["config"]["head"] == "x1" and train_audio.network_from(ckpt).config.head == "x1"
