@@ -1,4 +1,5 @@
-"""Train and evaluate speech separators on two-speaker mixtures (SURF section 5.2, Table 4).
+"""Train and evaluate speech separators on two-speaker mixtures (SURF section 5.2, Table 4),
+or universal sound separators on FUSS-like mixtures of 1-4 sound events (``--task fuss``, Table 3).
 
     python train_audio.py --preset quick                        # demo speech, SURF-SR, CPU
     python train_audio.py --mode rm --teacher runs/x/mixit.pt   # reuse a trained MixIT teacher
@@ -8,11 +9,12 @@
     torchrun --nproc_per_node 8 train_audio.py --mode sr --librimix train-360.csv   # 8 GPUs, DDP
     python train_audio.py --collect runs/audio                  # one table from several runs
     python train_audio.py --export runs/audio-sr/sr.pt model.pt # small checkpoint for separate.py
+    python train_audio.py --task fuss --mode sr                 # FUSS-like sample, K = 4 (docs/fuss.md)
 
 Modes (as train_image.py; SURF Table 4 has all but sup-reg):
     sup-reg    supervised regression locoformer, PIT on 10 log10 ||x - x_hat||^2   SURF (3)
     sup-flow   supervised flow matching (FLOSS), PIT at t = 0, L^dB loss           FLOSS (17), (19)
-    mixit      ConvTasNet MixIT teacher, M = 4, neg. thresholded SNR               Wisdom et al. 2020
+    mixit      ConvTasNet MixIT teacher, M = 4 (fuss: 8), neg. thresholded SNR     Wisdom et al. 2020
     remixit    regression ReMixIT locoformer student, MSE                          SURF (16)
     selfremix  regression Self-Remixing locoformer student, MSE                    SURF (17)
     rm         SURF (ReMixIT): Algorithm 1 with RM-FM, L^dB                        SURF (24)
@@ -48,6 +50,13 @@ Choices where the papers are silent (README, "Choices"):
     ``--beta-steps``) the batch's teacher estimates come from the frozen MixIT teacher,
     otherwise from the student's EMA copy.
   * Every network keeps an EMA copy, which is what is evaluated and what teaches.
+
+``--task fuss`` (docs/fuss.md, "Training on it"): the same seven modes on FUSS-like mixtures
+(``surf_mini.fuss_data``; ``--data`` defaults to the committed 36-event sample) with K = 4
+outputs for every locoformer and M = 8 for the MixIT teacher, whose outputs are merged to 4 for
+the students. Silent reference slots (mixtures of fewer than 4 sources) are exactly zero; every
+loss used sees them through whole-tuple energies (``stage_loss``). Evaluation: the FUSS scores
+(``metrics.fuss_scores``): 1S, 2Si-4Si, MSi and the under / equal / over separation rates.
 """
 from __future__ import annotations
 
@@ -61,6 +70,7 @@ import time
 import torch
 
 from surf_mini import audio_data as A
+from surf_mini import fuss_data as F
 from surf_mini import training
 from surf_mini.convtasnet import ConvTasNet, ConvTasNetConfig
 from surf_mini.convtasnet import make_config as tasnet_config
@@ -68,7 +78,7 @@ from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.locoformer import LocoformerConfig, MBTFLocoformer
 from surf_mini.locoformer import make_config as loco_config
-from surf_mini.metrics import audio_scores
+from surf_mini.metrics import audio_scores, fuss_scores
 from surf_mini.mixit import merge_outputs, mixit_loss
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
@@ -83,6 +93,13 @@ NEEDS_TEACHER = ("remixit", "selfremix", "rm", "sr")
 SUPERVISED = ("sup-reg", "sup-flow")
 MIXIT_OUTPUTS = 4           # M: a mixture of two two-speaker mixtures holds 4 (SURF D.5)
 K = 2                       # speakers per mixture
+# The two tasks: K outputs of every locoformer, M of the MixIT teacher (a mixture of two
+# mixtures holds up to 2K sources: SURF D.5, Wisdom et al. 2020), the default --data and the
+# default length of the test mixtures. FUSS: up to 4 sources (fuss_data.MAX_SOURCES), test
+# mixtures of fuss_data's CPU length (4 s).
+TASKS = {"speech": dict(K=K, M=MIXIT_OUTPUTS, data=A.DEMO_DIR, eval_seconds=2.0),
+         "fuss": dict(K=F.MAX_SOURCES, M=2 * F.MAX_SOURCES, data=F.FUSS_SAMPLE_DIR,
+                      eval_seconds=F.CPU_SECONDS)}
 CKPT_KIND = "surf_mini.audio"
 # x_0 noise shaped by the mixture's energy envelope, FLOSS section 3.4 (its best, Table 1 #3):
 # the noise then has the level of the speech whatever the recording gain.
@@ -132,6 +149,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", choices=sorted(PRESETS), help="named settings (others override them)")
+    p.add_argument("--task", choices=sorted(TASKS), default="speech",
+                   help="speech: two-speaker mixtures, K = 2; fuss: FUSS-like sound mixtures, K = 4")
     p.add_argument("--mode", choices=MODES)
     p.add_argument("--net", choices=("cpu", "paper"), help="locoformer and ConvTasNet presets")
     p.add_argument("--steps", type=int, help="optimizer steps of the mode's own stage")
@@ -143,8 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--warmup", type=int, help="linear warm-up steps, then cosine decay")
     p.add_argument("--ema", type=float, help="EMA decay alpha (paper: 0.999)")
     p.add_argument("--beta-steps", type=int, help="hybrid-teacher beta decays 1 -> 0 over these steps")
-    p.add_argument("--data", default=A.DEMO_DIR,
-                   help="folder of single-speaker clips (default: the shipped demo set)")
+    p.add_argument("--data", help="speech: folder of single-speaker clips (default: the shipped demo "
+                                  "set); fuss: a set built by python -m surf_mini.corpus fuss DIR "
+                                  "(default: the committed sample, fuss_data.FUSS_SAMPLE_DIR)")
     p.add_argument("--mixtures", help="folder of mixture recordings to train the unsupervised modes on")
     p.add_argument("--librimix", help="LibriMix metadata CSV to train on")
     p.add_argument("--eval-csv", help="LibriMix metadata CSV of the test set (default: held-out --data speakers)")
@@ -203,7 +223,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         defaults.update(PRESETS["gpu"])
     if cuda and (args.net or defaults["net"]) == "paper":
         defaults.update(GPU_SPEED)
+    task = TASKS[args.task]
+    defaults.update(data=task["data"], eval_seconds=task["eval_seconds"])
     training.fill_defaults(args, defaults)
+    args.K, args.M = task["K"], task["M"]                    # outputs: locoformers, MixIT teacher
+    if args.task == "fuss" and (args.librimix or args.eval_csv or args.augment):
+        p.error("--librimix, --eval-csv and --augment are speech options; --task fuss takes --data "
+                "(a FUSS-like set) or --mixtures")
     if args.teacher and args.mode not in NEEDS_TEACHER:
         p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
     if args.mixtures and args.librimix:
@@ -234,14 +260,15 @@ def budget_flops(args) -> float:
 # Networks and checkpoints
 # --------------------------------------------------------------------------------------
 
-def network_config(mode: str, net: str, head: str = "compressed"):
-    """ConvTasNet (M = 4) for MixIT, regression locoformer (K = 2) for sup-reg and the
-    regression remixing students, flow locoformer (K = 2, its ``head``) otherwise."""
+def network_config(mode: str, net: str, head: str = "compressed", k: int = K, m: int = MIXIT_OUTPUTS):
+    """ConvTasNet (M = ``m`` outputs: 4 speech, 8 fuss) for MixIT, regression locoformer
+    (K = ``k``: 2 speech, 4 fuss) for sup-reg and the regression remixing students, flow
+    locoformer (K = ``k``, its ``head``) otherwise."""
     if mode == "mixit":
-        return tasnet_config(net, MIXIT_OUTPUTS)
+        return tasnet_config(net, m)
     if mode in ("sup-reg", "remixit", "selfremix"):
-        return loco_config(net, K, "regression")
-    return loco_config(net, K, "flow", head=head)
+        return loco_config(net, k, "regression")
+    return loco_config(net, k, "flow", head=head)
 
 
 def sample_rate_of(net: str) -> int:
@@ -269,7 +296,7 @@ def export(src: str, dst: str) -> None:
     ckpt = read_checkpoint(src)
     small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "shaping", "step")}
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
-                             ("mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
+                             ("task", "mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
                               "beta_steps", "data", "mixtures", "librimix", "seed")}
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.1f} MB): {ckpt['stage']} at step {ckpt['step']}")
@@ -304,14 +331,18 @@ def _split(folder: str, name: str) -> str | None:
 
 def training_data(args, sr: int) -> dict:
     """How stages draw data: ``sampler(g)`` -> object with ``batch(B)`` or None, and
-    ``view(sampler, g)`` -> ``MixtureView`` (mixtures only)."""
+    ``view(sampler, g)`` -> ``MixtureView`` (mixtures only). FUSS: a ``FussMixer`` on the
+    train events (references [B, 4, T], silent slots zero), hidden behind the same view."""
     length = int(round(args.seconds * sr))
     if args.mixtures:
         A.list_audio(args.mixtures)                              # fail early, one line
         return {"sample_rate": sr, "sampler": lambda g: None,
                 "view": lambda s, g: A.MixtureView(folder=args.mixtures, sample_rate=sr, length=length,
                                                    generator=g)}
-    if args.librimix:
+    if args.task == "fuss":
+        pool = F.load_events(args.data, sr, "train")
+        sampler = lambda g: F.FussMixer(pool, length, g)                    # noqa: E731
+    elif args.librimix:
         items = A.librimix_items(args.librimix)
         sampler = lambda g: A.LibriMixSampler(items, sr, length, g)          # noqa: E731
     else:
@@ -322,9 +353,12 @@ def training_data(args, sr: int) -> dict:
 
 
 def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Fixed evaluation mixtures [N, 1, T] and references [N, K, T] of held-out speakers."""
+    """Fixed evaluation mixtures [N, 1, T] and references [N, K, T] of held-out speakers
+    (fuss: of the test events, 1-4 sources, silent slots zero)."""
     g = torch.Generator().manual_seed(EVAL_SEED)
     length = int(round(args.eval_seconds * sr))
+    if args.task == "fuss":
+        return F.FussMixer(F.load_events(args.data, sr, "test"), length, g).batch(args.eval_size)
     if args.eval_csv:
         return A.LibriMixSampler(A.librimix_items(args.eval_csv), sr, length, g).batch(args.eval_size)
     clips = A.load_clips(args.data, sr, _split(args.data, "test"))
@@ -337,6 +371,9 @@ def validation_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     if args.val_every <= 0 or args.librimix or not has_split(args.data, "valid"):
         return None
     g = torch.Generator().manual_seed(EVAL_SEED + 1)
+    if args.task == "fuss":
+        length = int(round(args.eval_seconds * sr))
+        return F.FussMixer(F.load_events(args.data, sr, "valid"), length, g).batch(args.val_size)
     clips = A.load_clips(args.data, sr, "valid")
     return A.ClipMixer(clips, K, int(round(args.eval_seconds * sr)), g, snr_db=args.eval_snr).batch(args.val_size)
 
@@ -359,22 +396,36 @@ def stage_loss(stage: Stage) -> torch.Tensor:
 
     The data draws are always the global batch of ``--batch`` B; ``stage.mine`` keeps this
     process's B/W rows under torchrun (all B in one process) and moves them to the device.
+
+    Silent references (``--task fuss``: a mixture of n < 4 sources has 4 - n all-zero slots).
+    Choice: every loss below is the speech one, unchanged, because each already measures its
+    error against the energy of a whole K-tuple or of a mixture, never of one reference, and a
+    FUSS mixture always holds its background: sup-reg's 10 log10 of the PIT squared error over
+    the tuple, SURF (3) (a silent slot adds ||x_hat_k||^2, pulling that output to silence);
+    FLOSS's L^dB normalised by the whole target velocity X_1 - X_0 (X_0 is noise, never zero);
+    MixIT's thresholded SNR on the two input mixtures; the remixing MSEs; SURF's L^dB on the
+    remixed tuple (rm) or on the original mixtures (sr). All give finite losses and gradients
+    with zero slots (tests/test_train_fuss.py). Rejected: a per-source negative SNR
+    -10 log10(||x_k||^2 / ||x_k - x_hat_k||^2) (FUSS's supervised recipe needs a threshold tied
+    to the mixture for that): it is +inf on a silent x_k (tested); MixIT's per-source
+    thresholded form (tau ||x_k||^2) is finite but, with ||x_k|| = 0, reads 10 log10(err / eps),
+    up to +80 dB, and would outweigh every active source.
     """
-    a, dev, B, name = stage.args, stage.device, stage.args.batch, stage.name
+    a, dev, B, name, K = stage.args, stage.device, stage.args.batch, stage.name, stage.args.K
     g, net = stage.g_alg, stage.fwd
     if name == "sup-reg":                                                  # SURF (3)
-        m, x = (stage.mine(t) for t in stage.sources.batch(B))
+        m, x = (stage.mine(t) for t in stage.sources.batch(B))             # [B, 1, T], [B, K, T]
         return pit_loss(net(m), x, kind="log").mean()
     if name == "sup-flow":                                                 # FLOSS (17), (19)
         _, x = stage.sources.batch(B)
         return floss_loss(net, stage.mine(x), kind="db", shaping=SHAPING, generator=g).mean()
-    if name == "mixit":                                                    # SURF D.5: two 2-speaker
+    if name == "mixit":                                                    # SURF D.5: two K-source
         mix_a = stage.mine(stage.mixtures.mixtures(B))                     # mixtures, no single ones
         mix_b = stage.mine(stage.mixtures.mixtures(B))
-        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="snr")[0].mean()
+        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="snr")[0].mean()   # M = 2K outputs
     m = stage.mine(stage.mixtures.mixtures(B))                             # [B/W, 1, T]
     beta = beta_at(stage.step, a.beta_steps)
-    frozen = lambda mm: merge_outputs(stage.teacher_fwd(mm), K)           # noqa: E731  [B, K, T]
+    frozen = lambda mm: merge_outputs(stage.teacher_fwd(mm), K)           # noqa: E731  [B, M, T] -> [B, K, T]
     if name in ("remixit", "selfremix"):
         with torch.no_grad():                                 # Choice: beta coin (one per rank)
             use_frozen = float(torch.rand(1, generator=g, device=dev)) < beta
@@ -391,7 +442,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
 
 def run_stage(name: str, args, device, data, teacher=None, validate=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
-    stage = Stage(name, network_config(name, args.net, args.flow_head), args, device, data, teacher)
+    stage = Stage(name, network_config(name, args.net, args.flow_head, args.K, args.M), args, device, data,
+                  teacher)
     return stage, training.resume_or_start(stage, args.resume, stage_loss, validate)
 
 
@@ -409,31 +461,84 @@ def separate(net: torch.nn.Module, m: torch.Tensor, device, seed: int, batch: in
                       for i in range(0, len(m), batch)])
 
 
-def validator(m: torch.Tensor, ref: torch.Tensor, sr: int, device, seed: int):
+def validator(m: torch.Tensor, ref: torch.Tensor, sr: int, device, seed: int, k: int = K,
+              task: str = "speech"):
     """The learning-curve scorer: SI-SDRi of a stage's EMA network on the validation mixtures
     (merged outputs for the 4-output MixIT network, what a student is fed, plus the oracle
-    grouping; PIT for 2 outputs). ESTOI and PESQ are left to the final evaluation (slow)."""
+    grouping; PIT for 2 outputs). ESTOI and PESQ are left to the final evaluation (slow).
+    FUSS: the MSi of the raw outputs (``fuss_row``) under the same key, so curves plot alike."""
     def validate(stage) -> dict:
         est = separate(stage.ema, m, device, seed)
+        if task == "fuss":
+            msi = fuss_row("", est, ref, m, "raw")["MSi"]
+            return {"si_sdri": None if msi is None else round(msi, 3)}
         out = {"si_sdri": round(audio_scores(est, ref, m, sr, "merged", perceptual=False)["si_sdri"].mean().item(), 3)}
-        if est.shape[1] > K:
+        if est.shape[1] > k:
             out["si_sdri_oracle"] = round(
                 audio_scores(est, ref, m, sr, "oracle", perceptual=False)["si_sdri"].mean().item(), 3)
         return out
     return validate
 
 
-def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "") -> dict:
+def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "", k: int = K) -> dict:
     s = audio_scores(est, ref, m, sr, grouping)
     sem = lambda x: (x.mean(1).std() / math.sqrt(len(x))).item()        # noqa: E731
     return {"method": name, "si_sdr": s["si_sdr"].mean().item(), "si_sdri": s["si_sdri"].mean().item(),
             "si_sdri_sem": sem(s["si_sdri"]), "estoi": s["estoi"].mean().item(),
             "pesq": s["pesq"].mean().item(), "n": len(est), "outputs": est.shape[1],
-            "grouping": grouping if est.shape[1] > K else "PIT", "note": note}
+            "grouping": grouping if est.shape[1] > k else "PIT", "note": note}
+
+
+FUSS_KEYS = ("1S", "2Si", "3Si", "4Si", "MSi")
+
+
+def fuss_row(name: str, est, ref, m, grouping: str, note: str = "") -> dict:
+    """One FUSS row (Wisdom et al. 2021, SURF Table 3): ``metrics.fuss_scores`` on est [N, M, T]
+    (M = 4 or the teacher's raw 8; "merged": reduced to K = 4 by ``merge_outputs`` first),
+    references [N, 4, T] with silent slots, mixtures [N, 1, T].
+
+    1S: SI-SNR of the one source; nSi: SI-SNRi over the mixture, mean over the n matched active
+    references; MSi: the mean of the nSi over every multi-source mixture (the nSi weighted by
+    their mixture counts); under / equal / over: the shares of mixtures with fewer / as many /
+    more produced outputs (power above -30 dB re the mixture, separate.py's rule) than active
+    references. ``by_count`` repeats the scores for the mixtures of each source count 1..4.
+    """
+    if grouping == "merged" and est.shape[1] > ref.shape[1]:
+        est = merge_outputs(est, ref.shape[1])                           # [N, 4, T], no reference
+    s = fuss_scores(est, ref, m)
+    multi = [(s[k], s["n"][k]) for k in FUSS_KEYS[1:4] if s[k] is not None]
+    s["MSi"] = sum(v * c for v, c in multi) / sum(c for _, c in multi) if multi else None
+    p_mix = m.double().pow(2).mean(-1)                                   # [N, 1]
+    counts = (ref.double().pow(2).mean(-1) > p_mix * 1e-6).sum(1)        # [N]: fuss_scores' -60 dB rule
+    by_count = {}
+    for c in range(1, ref.shape[1] + 1):
+        sel = counts == c
+        if sel.any():
+            sc = fuss_scores(est[sel], ref[sel], m[sel])
+            key = "1S" if c == 1 else f"{c}Si"
+            by_count[str(c)] = {"mixtures": int(sel.sum()), key: sc[key],
+                                **{r: sc[r] for r in ("under", "equal", "over")}}
+    return {"method": name, **{k: s[k] for k in FUSS_KEYS}, "under": s["under"], "equal": s["equal"],
+            "over": s["over"], "counts": s["n"], "by_count": by_count, "n": len(est),
+            "outputs": est.shape[1], "grouping": grouping, "note": note}
 
 
 def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch.Tensor]:
+    """The table's rows and the main network's estimates. FUSS: the MixIT networks (M = 8) are
+    scored on their raw outputs, as FUSS evaluates a separator (each active reference gets its
+    own best output; extra outputs count only for over-separation), and merged to 4, what a
+    student is fed; the K = 4 networks as they are ("raw")."""
     rows = []
+    if args.task == "fuss":
+        if teacher is not None:
+            t_est = separate(teacher, m, device, args.seed)
+            rows.append(fuss_row("its MixIT teacher", t_est, ref, m, "raw"))
+            rows.append(fuss_row("its MixIT teacher", t_est, ref, m, "merged", "what the student is fed"))
+        est = separate(main, m, device, args.seed)
+        mine = [fuss_row(METHOD_NAMES[args.mode], est, ref, m, "raw")]
+        if est.shape[1] > args.K:
+            mine.append(fuss_row(METHOD_NAMES[args.mode], est, ref, m, "merged"))
+        return mine + rows, est
     if teacher is not None:
         t_est = separate(teacher, m, device, args.seed)
         rows.append(score("its MixIT teacher", t_est, ref, m, sr, "merged", "what the student is fed"))
@@ -447,15 +552,16 @@ def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch
     return rows, est
 
 
-def write_examples(folder: str, m, ref, est, sr: int, n: int = 3) -> None:
-    """The first test mixtures, their references and the (merged) estimates as wav files."""
+def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) -> None:
+    """The first test mixtures, their references and the (merged to ``k``) estimates as wav
+    files (fuss: all 4 reference slots, the silent ones too)."""
     import soundfile as sf
     os.makedirs(folder, exist_ok=True)
-    est = merge_outputs(est[:n], K) if est.shape[1] > K else est[:n]
+    est = merge_outputs(est[:n], k) if est.shape[1] > k else est[:n]
     peak = max(m[:n].abs().max().item(), 1e-8) / 0.9
     for i in range(min(n, len(m))):
-        signals = {"mix": m[i, 0], **{f"ref{k + 1}": ref[i, k] for k in range(K)},
-                   **{f"est{k + 1}": est[i, k] for k in range(K)}}
+        signals = {"mix": m[i, 0], **{f"ref{j + 1}": ref[i, j] for j in range(ref.shape[1])},
+                   **{f"est{j + 1}": est[i, j] for j in range(k)}}
         for tag, x in signals.items():
             path = os.path.join(folder, f"{i:02d}_{tag}.wav")
             tmp = path + ".tmp.wav"
@@ -473,9 +579,46 @@ def markdown(rows: list[dict], budget: str = "") -> str:
     return "\n".join(lines) + "\n"
 
 
+def _db(v) -> str:
+    return "–" if v is None else f"{v:.2f}"
+
+
+def fuss_markdown(rows: list[dict], budget: str = "") -> str:
+    """The FUSS table (SURF Table 3's columns plus the separation-count rates), then the
+    breakdown per source count: each count's own score and its under / equal / over rates."""
+    lines = ["| method | outputs | matching | 1S (dB) | 2Si (dB) | 3Si (dB) | 4Si (dB) | MSi (dB) | "
+             "under | equal | over | n | budget |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | "
+                     + " | ".join(_db(r[k]) for k in FUSS_KEYS)
+                     + f" | {r['under']:.2f} | {r['equal']:.2f} | {r['over']:.2f} | {r['n']} | "
+                       f"{r.get('budget', budget)} |")
+    lines += ["", "| method | outputs | matching | sources | mixtures | 1S / nSi (dB) | under | equal | over |",
+              "|---|---|---|---|---|---|---|---|---|"]
+    for r in rows:
+        for c, b in r["by_count"].items():
+            key = "1S" if c == "1" else f"{c}Si"
+            lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {c} | {b['mixtures']} | "
+                         f"{_db(b[key])} | {b['under']:.2f} | {b['equal']:.2f} | {b['over']:.2f} |")
+    return "\n".join(lines) + "\n"
+
+
+def table(rows: list[dict], budget: str = "") -> str:
+    """The speech table, or the FUSS one for rows of ``fuss_row``."""
+    return fuss_markdown(rows, budget) if rows and "MSi" in rows[0] else markdown(rows, budget)
+
+
 def collect(folder: str, plot: str | None = None) -> None:
+    """One table from DIR/*/results.json; each results.json says its task (speech when absent,
+    the runs from before --task), and each task present gets its own table."""
     results = training.read_results(folder)
-    print(markdown(training.collect_rows(folder, list(METHOD_NAMES.values()), results)), end="")  # Table order
+    by_task = {}
+    for res in results:
+        by_task.setdefault(res.get("task", "speech"), []).append(res)
+    for i, (task, group) in enumerate(sorted(by_task.items(), key=lambda kv: kv[0] != "speech")):
+        if i:
+            print(f"\n{task}:\n")
+        print(table(training.collect_rows(folder, list(METHOD_NAMES.values()), group)), end="")  # Table order
     if plot:
         training.plot_curves(results, plot, "si_sdri", "validation SI-SDRi (dB, EMA weights)",
                              MODES, METHOD_NAMES, merged=("mixit",), flows=("sup-flow", "rm", "sr"))
@@ -518,16 +661,18 @@ def train_and_evaluate(args) -> dict:
         except A.AudioDataError as e:
             raise SystemExit(f"error: {e}") from None
     data, (m, ref), val = training.in_turn(load_data)
-    validate = validator(*val, sr, device, args.seed) if val is not None else None
+    validate = validator(*val, sr, device, args.seed, args.K, args.task) if val is not None else None
     os.makedirs(args.out, exist_ok=True)
 
     logs, teacher, teacher_steps = [], None, 0
     if args.mode in NEEDS_TEACHER:
         if args.teacher:
             ckpt = training.from_main(lambda: read_checkpoint(args.teacher))
-            if ckpt["stage"] != "mixit" or ckpt["sample_rate"] != sr:
+            outputs = ckpt["config"].get("num_outputs")
+            if ckpt["stage"] != "mixit" or ckpt["sample_rate"] != sr or outputs != args.M:
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} checkpoint "
-                                 f"at {ckpt['sample_rate']} Hz; need a MixIT one at {sr} Hz")
+                                 f"at {ckpt['sample_rate']} Hz with {outputs} outputs; need a MixIT one "
+                                 f"at {sr} Hz with M = {args.M} (--task {args.task})")
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
         else:
             stage, log = run_stage("mixit", args, device, data, validate=validate)
@@ -545,7 +690,7 @@ def train_and_evaluate(args) -> dict:
     budget += f", B={args.batch} x {args.seconds:g} s"
     for r in rows:
         r["budget"] = budget
-    result = {"mode": args.mode, "net": args.net, "sample_rate": sr,
+    result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
               "parameters": sum(p.numel() for p in stage.net.parameters()),
               "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
               "total_seconds": round(time.time() - t_start, 1), "device": str(device),
@@ -553,12 +698,13 @@ def train_and_evaluate(args) -> dict:
     if training.WORLD.size > 1:
         result["processes"] = training.WORLD.size
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
-    table = markdown(rows, budget)
-    write_text(os.path.join(args.out, "results.md"), table)
-    write_examples(os.path.join(args.out, "examples"), m, ref, est, sr)
-    print(f"\n{len(m)} held-out two-speaker test mixtures of {args.eval_seconds:g} s at {sr} Hz, "
+    text = table(rows, budget)
+    write_text(os.path.join(args.out, "results.md"), text)
+    write_examples(os.path.join(args.out, "examples"), m, ref, est, sr, k=args.K)
+    what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
+    print(f"\n{len(m)} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz, "
           f"5-step Euler for flows, {result['total_seconds']:.0f} s on {device}:\n")
-    print(table)
+    print(text)
     print(f"wrote {args.out}/results.json, results.md, examples/")
     return result
 

@@ -10,11 +10,12 @@ fit, not generalization. The regression locoformer on the same batch is the yard
     python bench/overfit_flow.py --head x1                        # masks on linear spectra
     python bench/overfit_flow.py --head x1 --fixed-t 0.5 --steps 150   # only t = 0.5: scores x_hat_1 there
     python bench/overfit_flow.py --align euc --sigma 0.1 --p-zero 0.5  # FLOSS Table 1 #4, less noise, more t = 0
+    python bench/overfit_flow.py --head x1 --t-power 3                # t = u^3: most training near t = 0
 
 The loss is written out from flow.py's small functions, so each option changes one line of
 FLOSS (17): the start state (``--sigma``), the alignment (``--align``: PIT on the network's
 t = 0 prediction, or Euclidean to x_0), the time law (``--p-zero``, ``--fixed-t``) and the
-loss (``--loss``).
+loss (``--loss``), or the time law (``--t-power``).
 """
 from __future__ import annotations
 
@@ -44,7 +45,7 @@ def flow_loss(net, x1, args, g):
     if args.fixed_t is not None:
         t = torch.full((len(x1),), args.fixed_t)
     else:
-        t = F.sample_time(len(x1), "delta", p_zero=args.p_zero, generator=g)
+        t = F.sample_time(len(x1), "delta", p_zero=args.p_zero, generator=g) ** args.t_power
     target = x1 - x0
     return F.flow_loss(net(F.interpolate(x0, x1, t), t, m) - target, target, args.loss)   # FLOSS (16)-(19)
 
@@ -79,6 +80,8 @@ def main() -> None:
     p.add_argument("--loss", choices=("mse", "normalized", "db"), default="db")
     p.add_argument("--p-zero", type=float, default=0.01, help="mass of t = 0 (FLOSS: 0.01)")
     p.add_argument("--fixed-t", type=float, help="train at this t only")
+    p.add_argument("--t-power", type=float, default=1.0,
+                   help="t = u ** POWER: above 1 puts more training near t = 0 (where the flows fail)")
     p.add_argument("--align", choices=("pit", "euc"), default="pit")
     p.add_argument("--sigma", type=float, default=1.0, help="start noise scale (times the envelope)")
     p.add_argument("--every", type=int, default=50)
