@@ -176,6 +176,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--val-every", type=int, default=500,
                    help="score validation mixtures every N steps (0: never); needs a 'valid' split in --data")
     p.add_argument("--val-size", type=int, default=100, help="validation mixtures")
+    p.add_argument("--time", default="delta", choices=("delta", "logsnr", "near0", "uniform"),
+                   help="flows: training-time law, FLOSS 3.2 (delta: 1%% at t = 0, else uniform; "
+                        "near0: t = u^3, most training near t = 0, flow.sample_time)")
     p.add_argument("--flow-head", choices=("compressed", "x1"), default="compressed",
                    help="flow locoformer head: masks on compressed spectra giving the velocity, or on "
                         "linear spectra giving a clean estimate (locoformer.py; docs/speech.md)")
@@ -418,7 +421,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return pit_loss(net(m), x, kind="log").mean()
     if name == "sup-flow":                                                 # FLOSS (17), (19)
         _, x = stage.sources.batch(B)
-        return floss_loss(net, stage.mine(x), kind="db", shaping=SHAPING, generator=g).mean()
+        return floss_loss(net, stage.mine(x), kind="db", time_kind=a.time, shaping=SHAPING, generator=g).mean()
     if name == "mixit":                                                    # SURF D.5: two K-source
         mix_a = stage.mine(stage.mixtures.mixtures(B))                     # mixtures, no single ones
         mix_b = stage.mine(stage.mixtures.mixtures(B))
@@ -437,7 +440,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return self_remixing_loss(est, x_tilde, pi, m).mean()              # SURF (17)
     with torch.no_grad():                                                  # Alg. 1 line 4, D.3
         x_bar = hybrid_teacher_sample(frozen, stage.ema_fwd, m, K, beta, shaping=SHAPING, generator=g)
-    return surf_loss(net, x_bar, mode=name, kind="db", shaping=SHAPING, generator=g).loss.mean()  # 5-14
+    return surf_loss(net, x_bar, mode=name, kind="db", time_kind=a.time, shaping=SHAPING,
+                     generator=g).loss.mean()  # 5-14
 
 
 def run_stage(name: str, args, device, data, teacher=None, validate=None):

@@ -139,7 +139,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixit-sparsity", type=float, default=1e-3,
                    help="weight of the l1/l2 output-sparsity term added to the MixIT loss (0: none; "
                         "1e-3 default, docs/results-mnist.md)")
-    p.add_argument("--time", default="delta", choices=("delta", "logsnr", "uniform"),
+    p.add_argument("--time", default="delta", choices=("delta", "logsnr", "near0", "uniform"),
                    help="flows: training-time law, FLOSS 3.2 (delta: 1%% at t = 0, else uniform)")
     p.add_argument("--flow-loss", default="normalized", choices=("mse", "normalized", "db"),
                    help="flows: L (SURF D.4 uses it for images), L^N (the default here: the sweep in "

@@ -67,6 +67,9 @@ def test_sample_time_weights(gen):
     s = sample_time(200_000, "logsnr", p_zero=0.0, generator=gen)
     # r ~ U[-80, 100]: P(r < 0) = 80/180, and r < 0 <=> t < 1/2
     assert abs((s < 0.5).float().mean().item() - 80 / 180) < 0.01
+    # near0: t = u^3, so P(t < 1/8) = P(u < 1/2) = 1/2 and E[t] = 1/4 (uniform: 1/8 and 1/2)
+    n = sample_time(200_000, "near0", p_zero=0.0, generator=gen)
+    assert abs((n < 0.125).float().mean().item() - 0.5) < 0.01 and abs(n.mean().item() - 0.25) < 0.01
     with pytest.raises(ValueError, match="time weighting"):
         sample_time(3, "cosine")
 

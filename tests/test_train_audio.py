@@ -186,7 +186,8 @@ def test_validation_curve_augmentation_and_plot(tmp_path):
 
 
 def test_flow_head_x1_trains_and_travels_in_the_checkpoint(tmp_path):
-    res = run(tmp_path, "--mode", "sup-flow", "--flow-head", "x1")
+    res = run(tmp_path, "--mode", "sup-flow", "--flow-head", "x1", "--time", "near0")
     assert all(math.isfinite(r["si_sdri"]) for r in res["rows"])
     ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-flow.pt"))
     assert ckpt["config"]["head"] == "x1" and train_audio.network_from(ckpt).config.head == "x1"
+    assert ckpt["args"]["time"] == "near0"
