@@ -327,9 +327,21 @@ class Stage(training.Stage):
         return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate, shaping=SHAPING)
 
 
+def splits_of(folder: str) -> set[str]:
+    """The splits a ``manifest.csv`` names (the demo set and corpora built by
+    ``surf_mini.corpus`` have one); a plain folder of clips has none."""
+    import csv
+    manifest = os.path.join(folder, "manifest.csv")
+    if not os.path.isfile(manifest):
+        return set()
+    with open(manifest) as f:
+        return {row["split"] for row in csv.DictReader(f)}
+
+
 def _split(folder: str, name: str) -> str | None:
-    """The demo set's ``manifest.csv`` splits speakers; a plain folder has no split."""
-    return name if os.path.isfile(os.path.join(folder, "manifest.csv")) else None
+    """``name`` where the folder is split by a manifest (load_clips then says if that split is
+    empty); None for a plain folder, whose clips are all used."""
+    return name if splits_of(folder) else None
 
 
 def training_data(args, sr: int) -> dict:
@@ -371,23 +383,14 @@ def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
 def validation_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor] | None:
     """Fixed validation mixtures of the ``valid`` speakers of ``--data`` (a corpus built by
     ``surf_mini.corpus`` has them; the demo set and LibriMix runs have none: no curve)."""
-    if args.val_every <= 0 or args.librimix or not has_split(args.data, "valid"):
+    if args.val_every <= 0 or args.librimix or "valid" not in splits_of(args.data):
         return None
     g = torch.Generator().manual_seed(EVAL_SEED + 1)
+    length = int(round(args.eval_seconds * sr))
     if args.task == "fuss":
-        length = int(round(args.eval_seconds * sr))
         return F.FussMixer(F.load_events(args.data, sr, "valid"), length, g).batch(args.val_size)
     clips = A.load_clips(args.data, sr, "valid")
-    return A.ClipMixer(clips, K, int(round(args.eval_seconds * sr)), g, snr_db=args.eval_snr).batch(args.val_size)
-
-
-def has_split(folder: str, name: str) -> bool:
-    import csv
-    manifest = os.path.join(folder, "manifest.csv")
-    if not os.path.isfile(manifest):
-        return False
-    with open(manifest) as f:
-        return any(row["split"] == name for row in csv.DictReader(f))
+    return A.ClipMixer(clips, K, length, g, snr_db=args.eval_snr).batch(args.val_size)
 
 
 # --------------------------------------------------------------------------------------

@@ -204,6 +204,14 @@ def load_clips(folder: str, sample_rate: int, split: str | None = None) -> dict:
 # On-the-fly augmentation of single sources (before they are summed, so SURF (1) holds)
 # --------------------------------------------------------------------------------------
 
+# Speed/pitch factors of ``augment``. A factor f > 1 shortens a crop to 1/f of its length, so
+# ClipMixer crops CROP_HEADROOM times the length it needs before augmenting (>= the fastest
+# factor, or the sped-up source would end in zeros).
+SPEED_RANGE = (0.9, 1.1)
+CROP_HEADROOM = 1.12
+assert CROP_HEADROOM >= SPEED_RANGE[1]
+
+
 def speed(x, factor: float):
     """Play ``x`` [T] ``factor`` times faster (tempo and pitch together), by resampling:
     ``factor`` * T samples in -> T out (cropped or zero-padded to exactly ``len(x)``)."""
@@ -239,7 +247,7 @@ def light_reverb(x, sample_rate: int, g, rt60: tuple = (0.1, 0.4), wet: tuple = 
     return x + tail * (ratio * x.pow(2).sum() / (tail.pow(2).sum() + 1e-12)).sqrt()
 
 
-def augment(x, sample_rate: int, g, speed_range: tuple = (0.9, 1.1), p_eq: float = 0.5,
+def augment(x, sample_rate: int, g, speed_range: tuple = SPEED_RANGE, p_eq: float = 0.5,
             p_reverb: float = 0.3):
     """One random view of a single source [T] (same length): speed/pitch by resampling, then
     with probability ``p_eq`` a random EQ and with ``p_reverb`` a light reverberation. Level
@@ -287,7 +295,7 @@ class ClipMixer:
             row = []
             for j, i in enumerate(who.tolist()):
                 pool = self.clips[self.names[i]]
-                n = int(self.length * 1.12) if self.augment_rate else self.length   # room for speed-up
+                n = int(self.length * CROP_HEADROOM) if self.augment_rate else self.length   # room for speed-up
                 x = _crop(pool[int(torch.randint(len(pool), (1,), generator=self.g))], n, self.g)
                 if self.augment_rate:
                     x = augment(x, self.augment_rate, self.g)[:self.length]
