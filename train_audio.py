@@ -205,12 +205,17 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--plot", metavar="PNG", help="with --collect: also plot the validation curves (matplotlib)")
     p.add_argument("--export", nargs=2, metavar=("CKPT", "OUT"),
                    help="write CKPT's EMA network alone (what separate.py needs) to OUT and exit")
+    p.add_argument("--evaluate", nargs="+", metavar="CKPT",
+                   help="score checkpoints (full or --export-ed) on the test mixtures of --data "
+                        "(--eval-size, --eval-seconds, --eval-snr), print the table, exit")
     args = p.parse_args(argv)
     if args.plot and not args.collect:
         p.error("--plot goes with --collect DIR")
     if args.collect or args.export:
         training.single_process(p, "--collect" if args.collect else "--export")
         return args
+    if args.evaluate:
+        training.single_process(p, "--evaluate")
     training.pick_device(p, args)                                          # the defaults depend on it
     cuda = args.device.startswith("cuda")
     # --librimix (the paper's corpus) on a machine without a GPU and no --net / --preset: main()
@@ -298,6 +303,7 @@ def export(src: str, dst: str) -> None:
     """Keep only what separation needs (config, EMA weights, rate, provenance); atomic."""
     ckpt = read_checkpoint(src)
     small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "shaping", "step")}
+    small["curve"] = ckpt.get("curve")                                  # the validation curve, for --collect
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("task", "mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
                               "beta_steps", "data", "mixtures", "librimix", "seed")}
@@ -551,12 +557,59 @@ def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch
         rows.append(score("its MixIT teacher", t_est, ref, m, sr, "merged", "what the student is fed"))
         rows.append(score("its MixIT teacher", t_est, ref, m, sr, "oracle"))
     est = separate(main, m, device, args.seed)
-    name = METHOD_NAMES[args.mode]
-    if est.shape[1] > K:
-        rows[:0] = [score(name, est, ref, m, sr, "merged"), score(name, est, ref, m, sr, "oracle")]
-    else:
-        rows.insert(0, score(name, est, ref, m, sr, "PIT"))
-    return rows, est
+    return method_rows(METHOD_NAMES[args.mode], est, ref, m, sr, args.task, args.K) + rows, est
+
+
+def method_rows(name: str, est, ref, m, sr: int, task: str = "speech", k: int = K) -> list[dict]:
+    """A network's own rows: FUSS raw (+ merged to K when it has more outputs); speech PIT for
+    K outputs, else merged (reference-free, what a student is fed) and the oracle grouping."""
+    if task == "fuss":
+        return [fuss_row(name, est, ref, m, "raw")] + \
+            ([fuss_row(name, est, ref, m, "merged")] if est.shape[1] > k else [])
+    if est.shape[1] > k:
+        return [score(name, est, ref, m, sr, "merged"), score(name, est, ref, m, sr, "oracle")]
+    return [score(name, est, ref, m, sr, "PIT")]
+
+
+def checkpoint_budget(ckpt: dict) -> str:
+    a = ckpt.get("trained_with") or ckpt.get("args") or {}
+    own = f"{ckpt['step']} steps"
+    if ckpt["stage"] in NEEDS_TEACHER and a.get("teacher_steps"):
+        own = f"{a['teacher_steps']} MixIT + {own}"
+    return own + (f", B={a['batch']} x {a['seconds']:g} s" if a.get("batch") and a.get("seconds") else "")
+
+
+def evaluate_checkpoints(args) -> list[dict]:
+    """``--evaluate``: score each checkpoint's EMA network on the same test mixtures (those a run
+    on ``--data`` with these ``--eval-*`` options is scored on) and print the table. The config
+    and the sample rate travel in the checkpoint; no run folder is needed."""
+    device = torch.device(args.device)
+    ckpts = [(path, read_checkpoint(path)) for path in args.evaluate]
+    rates = {c["sample_rate"] for _, c in ckpts}
+    if len(rates) > 1:
+        raise SystemExit(f"error: the checkpoints run at different sample rates {sorted(rates)}; "
+                         f"evaluate them separately")
+    sr = rates.pop()
+    for path, c in ckpts:
+        task = (c.get("trained_with") or c.get("args") or {}).get("task") or "speech"
+        if task != args.task:
+            raise SystemExit(f"error: {path} was trained for --task {task}; evaluate it with --task {task}")
+    try:
+        m, ref = test_set(args, sr)
+    except A.AudioDataError as e:
+        raise SystemExit(f"error: {e}") from None
+    rows = []
+    for path, ckpt in ckpts:
+        est = separate(network_from(ckpt).to(device), m, device, args.seed)
+        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, ref, m, sr, args.task, args.K):
+            rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
+    order = list(METHOD_NAMES.values())
+    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
+    print(f"\n{len(m)} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz from "
+          f"{args.data}, 5-step Euler for flows, EMA weights:\n")
+    print(table(rows), end="")
+    return rows
 
 
 def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) -> None:
@@ -645,6 +698,8 @@ def main(argv=None) -> dict:
         return {}
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.evaluate:
+        return {"rows": evaluate_checkpoints(args)}
     if args.gpu_notice:
         training.gpu_job_notice(f"train_audio.py --librimix ... --mode {args.mode}", budget_flops(args))
     with training.process_group(args):       # torchrun: join its process group; else nothing

@@ -105,6 +105,19 @@ def test_teacher_reuse_and_export(tmp_path, capsys):
     table = capsys.readouterr().out
     assert "SURF (ReMixIT)" in table and "| MixIT |" in table
 
+    # --evaluate re-scores the exported student and the full teacher checkpoint on the same test
+    # mixtures the run was scored on: the same figures as the run's own table.
+    ev = train_audio.main(["--evaluate", str(tmp_path / "small.pt"), str(tmp_path / "mixit" / "mixit.pt"),
+                           "--eval-size", "2", "--eval-seconds", "0.5", "--threads", "1"])["rows"]
+    assert [(r["method"], r["grouping"]) for r in ev] == \
+        [("MixIT", "merged"), ("MixIT", "oracle"), ("SURF (ReMixIT)", "PIT")]
+    assert "| SURF (ReMixIT) | 2 | PIT |" in capsys.readouterr().out
+    trained = {(r["method"], r["grouping"]): r["si_sdri"] for r in res["rows"]}
+    assert ev[2]["si_sdri"] == pytest.approx(trained[("SURF (ReMixIT)", "PIT")], abs=1e-6)
+    assert ev[0]["si_sdri"] == pytest.approx(trained[("its MixIT teacher", "merged")], abs=1e-6)
+    with pytest.raises(SystemExit, match="--task speech"):
+        train_audio.main(["--evaluate", str(tmp_path / "small.pt"), "--task", "fuss", "--eval-size", "2"])
+
 
 def test_librimix_sampler_reads_aligned_crops(tmp_path, gen):
     rng = np.random.default_rng(1)
