@@ -12,6 +12,10 @@ speech from what installs from the Debian archive, with speaker-disjoint splits:
         IVR voice (Russian); each about 25 minutes of phrases at 8 kHz, CC-BY-SA-3.0;
       - KLettres: one native speaker per language saying letters and syllables (20
         languages, 0.4-21 minutes each, GPL-2+);
+      - two older Asterisk prompt sets in GSM 6.10: July Jimenez (Colombian Spanish, 10
+        minutes, GPL-2) and Armelle Desjardins (French, 15 minutes, BSD-style);
+      - gcin-voice: Mandarin syllables, one file per syllable from each of two speakers
+        (Edward Liu, GPL-3/LGPL-3, 8 minutes; Chu Lo, CC-BY-3.0, 6 minutes);
   * synthetic voices reading random sentences: flite (5 CMU voices), espeak-ng (12 voice
     and variant pairs) and festival (12 festvox voices).
 
@@ -80,6 +84,16 @@ ASTERISK_SPEAKERS = {
     "it_IT_f_Menardi": ("asterisk-menardi", "asterisk-prompt-it-menardi-wav"),
     "ru_RU_f_IvrvoiceRU": ("asterisk-ivrvoice", "asterisk-core-sounds-ru-wav"),
 }
+# Older prompt sets in GSM 6.10 (8 kHz), in the language folders of Asterisk's pre-1.4 layout:
+# speaker -> (package, folders under ASTERISK). Every file there is that one speaker's.
+ASTERISK_GSM_SPEAKERS = {
+    "asterisk-july": ("asterisk-prompt-es-co", ("es",)),
+    "asterisk-armelle": ("asterisk-prompt-fr-armelle",
+                         ("fr", "dictate/fr", "digits/fr", "letters/fr", "phonetic/fr")),
+}
+# gcin-voice: one folder per Mandarin syllable, one file in it per speaker (44.1 kHz Ogg).
+GCIN = "usr/share/gcin-voice/ogg"
+GCIN_SPEAKERS = {"3.ogg": "gcin-liu", "5.ogg": "gcin-lo"}
 FLITE_VOICES = ("awb", "rms", "slt", "kal16", "kal")
 ESPEAK_VOICES = ("en+m3", "en+f2", "en-us+m1", "en-us+f4", "en+Alex", "en+Andrea", "de+m1",
                  "fr+f3", "es+m2", "it+f1", "pt+m4", "nl+f5")
@@ -96,6 +110,9 @@ FESTIVAL = {"kal_diphone": "voice_kal_diphone", "ked_diphone": "voice_ked_diphon
 PACKAGES = {
     "klettres-data": KLETTRES,
     **{pkg: f"{ASTERISK}/{folder}" for folder, (_, pkg) in ASTERISK_SPEAKERS.items()},
+    "asterisk-prompt-es-co": f"{ASTERISK}/es/digits",
+    "asterisk-prompt-fr-armelle": f"{ASTERISK}/letters/fr",
+    "gcin-voice": GCIN,
     "flite": "flite", "espeak-ng": "espeak-ng", "festival": "festival",
     "festvox-kallpc16k": f"{FESTIVAL_VOICES}/english/kal_diphone",
     "festvox-kdlpc16k": f"{FESTIVAL_VOICES}/english/ked_diphone",
@@ -118,6 +135,9 @@ TEST_SPEAKERS = ("asterisk-carlo", "asterisk-ivrvoice", "klettres-it", "klettres
 VALID_SPEAKERS = ("asterisk-june", "klettres-de", "klettres-hu", "klettres-cs")
 LICENCES = {"asterisk": "CC-BY-SA-3.0", "klettres": "GPL-2+", "flite": "BSD-style (CMU)",
             "espeak": "GPL-3+", "festival": "festvox voice licences (free, see /usr/share/doc)"}
+# Speakers whose licence is not their family's (from each package's debian/copyright).
+SPEAKER_LICENCES = {"asterisk-july": "GPL-2", "asterisk-armelle": "BSD-style (Michel Gutierrez 2006)",
+                    "gcin-liu": "GPL-3 or LGPL-3", "gcin-lo": "CC-BY-3.0"}
 MORE_WORDS = ("people water children family evening friend school winter summer animal yellow "
               "orange purple silver golden bright dark warm cold early late always never often "
               "today tomorrow yesterday ticket station market doctor teacher kitchen bottle "
@@ -150,14 +170,15 @@ def _read(path: str) -> np.ndarray:
     return _resample(x.mean(1), sr) if len(x) else x[:, 0]     # a few packaged files are empty
 
 
-def _files(folder: str, ext: str, skip: tuple = ()) -> list[str]:
+def _files(folder: str, ext: str, skip: tuple = (), name: str | None = None) -> list[str]:
+    """Files under ``folder`` ending in ``ext`` (or named exactly ``name``), outside ``skip`` folders."""
     return sorted(os.path.join(r, f) for r, ds, fs in os.walk(folder) for f in fs
-                  if f.endswith(ext) and not any(s in r.split(os.sep) for s in skip))
+                  if (f == name if name else f.endswith(ext)) and not any(s in r.split(os.sep) for s in skip))
 
 
-def _recorded(folders: list[str], ext: str) -> Callable[[random.Random], list]:
+def _recorded(folders: list[str], ext: str, name: str | None = None) -> Callable[[random.Random], list]:
     def pieces(rng):
-        files = [f for d in folders for f in _files(d, ext, skip=("silence",))]
+        files = [f for d in folders for f in _files(d, ext, skip=("silence",), name=name)]
         rng.shuffle(files)
         return [p for p in (_trim(_read(f)) for f in files) if len(p) > 0.1 * SAMPLE_RATE]
     return pieces
@@ -227,6 +248,13 @@ def speakers(root: str = "/", tts_seconds: float = 120.0) -> list[Speaker]:
             folders.setdefault(name, []).append(d)
     for name, ds in folders.items():
         out[name] = Speaker(name, "real", "asterisk", _recorded(ds, ".wav"))
+    for name, (_, subs) in ASTERISK_GSM_SPEAKERS.items():
+        ds = [os.path.join(root, ASTERISK, d) for d in subs if os.path.isdir(os.path.join(root, ASTERISK, d))]
+        if ds:
+            out[name] = Speaker(name, "real", "asterisk", _recorded(ds, ".gsm"))
+    if os.path.isdir(os.path.join(root, GCIN)):
+        for file, name in GCIN_SPEAKERS.items():
+            out[name] = Speaker(name, "real", "gcin", _recorded([os.path.join(root, GCIN)], ".ogg", name=file))
     kl = os.path.join(root, KLETTRES)
     for lang in sorted(os.listdir(kl)) if os.path.isdir(kl) else []:
         if _files(os.path.join(kl, lang), ".ogg"):
@@ -293,7 +321,7 @@ def build_speech(out_dir: str, root: str = "/", tts_seconds: float = 120.0, seed
             os.replace(tmp, os.path.join(out_dir, rel))
             rows.append({"file": rel, "speaker": spk.name, "origin": spk.origin,
                          "split": split_of(spk.name), "seconds": f"{len(x) / SAMPLE_RATE:.2f}",
-                         "licence": LICENCES[spk.source]})
+                         "licence": SPEAKER_LICENCES.get(spk.name) or LICENCES[spk.source]})
     totals = summary(rows)
     tmp = os.path.join(out_dir, ".manifest.csv.tmp")
     with open(tmp, "w", newline="") as f:

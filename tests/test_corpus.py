@@ -38,10 +38,10 @@ else:                                                     # festival -b script.s
 '''
 
 
-def _tone(path, seconds, freq, sr, fmt=None):
+def _tone(path, seconds, freq, sr, fmt=None, subtype=None):
     t = np.arange(int(seconds * sr)) / sr
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype("float32"), sr, format=fmt)
+    sf.write(path, (0.5 * np.sin(2 * np.pi * freq * t)).astype("float32"), sr, format=fmt, subtype=subtype)
 
 
 @pytest.fixture
@@ -56,6 +56,12 @@ def fake_root(tmp_path, monkeypatch):
             _tone(str(d / f"p{j}.wav"), 1.0, 200 + 50 * i + 10 * j, 8000)
         _tone(str(d / "silence" / "5.wav"), 5.0, 1000, 8000)
         sf.write(str(d / "empty.wav"), np.zeros(0, np.float32), 8000)
+    for i, (pkg, subs) in enumerate(C.ASTERISK_GSM_SPEAKERS.values()):   # raw GSM 6.10, 8 kHz
+        for sub in subs + (("es/digits",) if pkg == "asterisk-prompt-es-co" else ()):
+            _tone(str(root / C.ASTERISK / sub / "p.gsm"), 1.0, 500 + 50 * i, 8000, "RAW", "GSM610")
+    for j, syllable in enumerate(("ba", "ma")):       # gcin-voice: one file per speaker per syllable
+        for k, file in enumerate(C.GCIN_SPEAKERS):
+            _tone(str(root / C.GCIN / syllable / file), 0.5, 700 + 40 * j + 100 * k, 44100, "OGG")
     for i, lang in enumerate(("it", "nl", "ru", "de", "hu", "cs", "en", "fr")):
         for j in range(4):
             _tone(str(root / C.KLETTRES / lang / "alpha" / f"{j}.ogg"), 0.5, 300 + 20 * i + 5 * j, 22050, "OGG")
@@ -83,8 +89,9 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     rows = _manifest(out)
     split = {r["speaker"]: r["split"] for r in rows}
     origin = {r["speaker"]: r["origin"] for r in rows}
-    # 5 Asterisk speakers (Allison's two folders are one), 8 KLettres, 5 + 12 + 12 synthetic
-    assert totals["speakers"] == len(split) == 5 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) + len(C.FESTIVAL)
+    # 5 + 2 Asterisk speakers (Allison's two folders are one), 2 gcin, 8 KLettres, 5 + 12 + 12 synthetic
+    assert totals["speakers"] == len(split) == 5 + 2 + 2 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) \
+        + len(C.FESTIVAL)
     assert {s for s, v in split.items() if v == "test"} == set(C.TEST_SPEAKERS)
     assert {s for s, v in split.items() if v == "valid"} == set(C.VALID_SPEAKERS)
     assert all(origin[s] == "real" for s, v in split.items() if v != "train")
@@ -97,6 +104,13 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     allison = sum(float(r["seconds"]) for r in rows if r["speaker"] == "asterisk-allison")
     assert 5.5 < allison < 8.0
     assert "asterisk-allison" in open(os.path.join(out, "SOURCES.md")).read()
+    # Armelle's five folders are one speaker (5 one-second GSM prompts), July's two another; each
+    # gcin speaker has only its own file of each syllable (2 x 0.5 s, one pause); own licences
+    seconds = lambda who: sum(float(r["seconds"]) for r in rows if r["speaker"] == who)   # noqa: E731
+    assert 5.0 < seconds("asterisk-armelle") < 6.5 and 2.0 < seconds("asterisk-july") < 2.4   # es/, es/digits/
+    assert 0.9 < seconds("gcin-liu") < 1.4 and 0.9 < seconds("gcin-lo") < 1.4
+    licence = {r["speaker"]: r["licence"] for r in rows}
+    assert licence["gcin-lo"] == "CC-BY-3.0" and licence["asterisk-allison"] == "CC-BY-SA-3.0"
     # the loader reads it like the demo set
     assert set(A.load_clips(out, 8000, "test")) == set(C.TEST_SPEAKERS)
 
