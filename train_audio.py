@@ -78,7 +78,7 @@ from surf_mini.ema import beta_at, hybrid_teacher_sample
 from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.locoformer import LocoformerConfig, MBTFLocoformer
 from surf_mini.locoformer import make_config as loco_config
-from surf_mini.metrics import audio_scores, fuss_scores
+from surf_mini.metrics import audio_scores, fuss_scores, oracle_grouping
 from surf_mini.mixit import merge_outputs, mixit_loss
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
@@ -165,6 +165,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--data", help="speech: folder of single-speaker clips (default: the shipped demo "
                                   "set); fuss: a set built by python -m surf_mini.corpus fuss DIR "
                                   "(default: the committed sample, fuss_data.FUSS_SAMPLE_DIR)")
+    p.add_argument("--noisy-speech", metavar="DIR",
+                   help="fuss: also score the models on held-out speech of DIR (its test split) over "
+                        "the test backgrounds, SURF Table 3's noisy speech (default: the shipped demo "
+                        "speech)")
     p.add_argument("--mixtures", help="folder of mixture recordings to train the unsupervised modes on")
     p.add_argument("--librimix", help="LibriMix metadata CSV to train on")
     p.add_argument("--eval-csv", help="LibriMix metadata CSV of the test set (default: held-out --data speakers)")
@@ -235,6 +239,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     defaults.update(data=task["data"], eval_seconds=task["eval_seconds"])
     training.fill_defaults(args, defaults)
     args.K, args.M = task["K"], task["M"]                    # outputs: locoformers, MixIT teacher
+    if args.task == "fuss":
+        args.noisy_speech = args.noisy_speech or A.DEMO_DIR
+    elif args.noisy_speech:
+        p.error("--noisy-speech goes with --task fuss")
     if args.task == "fuss" and (args.librimix or args.eval_csv or args.augment):
         p.error("--librimix, --eval-csv and --augment are speech options; --task fuss takes --data "
                 "(a FUSS-like set) or --mixtures")
@@ -384,6 +392,18 @@ def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:
         return A.LibriMixSampler(A.librimix_items(args.eval_csv), sr, length, g).batch(args.eval_size)
     clips = A.load_clips(args.data, sr, _split(args.data, "test"))
     return A.ClipMixer(clips, K, length, g, snr_db=args.eval_snr).batch(args.eval_size)
+
+
+def noisy_speech_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor] | None:
+    """fuss: fixed noisy-speech mixtures [N, 1, T] and references [N, 2, T] (speech, background):
+    the test speakers of ``--noisy-speech`` over backgrounds of the test events (SURF Table 3,
+    right; ``fuss_data.noisy_speech``). None for the speech task."""
+    if args.task != "fuss":
+        return None
+    g = torch.Generator().manual_seed(EVAL_SEED + 2)
+    speech = A.load_clips(args.noisy_speech, sr, _split(args.noisy_speech, "test"))
+    pool = F.load_events(args.data, sr, "test")
+    return F.noisy_speech(speech, pool, args.eval_size, int(round(args.eval_seconds * sr)), g)
 
 
 def validation_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor] | None:
@@ -571,6 +591,30 @@ def method_rows(name: str, est, ref, m, sr: int, task: str = "speech", k: int = 
     return [score(name, est, ref, m, sr, "PIT")]
 
 
+def noisy_speech_row(name: str, est, ref, m, sr: int, note: str = "") -> dict:
+    """SURF Table 3's noisy speech: the outputs [N, M, T] grouped onto (speech, background)
+    [N, 2, T] with the references (``oracle_grouping``: each output goes to the one it helps,
+    FUSS style, and the outputs of each are summed), then SI-SDR(i), ESTOI and PESQ of the
+    speech alone."""
+    speech = oracle_grouping(est.double(), ref.double())[:, :1]                 # [N, 1, T]
+    row = score(name, speech, ref[:, :1], m, sr, "oracle", note, k=1)
+    return dict(row, outputs=est.shape[1], grouping="oracle, speech / background")
+
+
+def noisy_speech_rows(nets: list, m, ref, sr: int, device, seed: int) -> list[dict]:
+    """``noisy_speech_row`` for each (name, network) on the noisy-speech mixtures."""
+    return [noisy_speech_row(name, separate(net, m, device, seed), ref, m, sr) for name, net in nets]
+
+
+def noisy_speech_text(rows: list[dict], noisy, args, sr: int) -> str:
+    if not rows:
+        return ""
+    return (f"\nNoisy speech (SURF Table 3, right): {len(noisy[0])} held-out speech crops of "
+            f"{args.noisy_speech} over test backgrounds, SNR {F.NOISY_SPEECH_SNR_DB[0]:g} to "
+            f"{F.NOISY_SPEECH_SNR_DB[1]:g} dB, {args.eval_seconds:g} s at {sr} Hz; scores of the speech:\n\n"
+            + markdown(rows))
+
+
 def checkpoint_budget(ckpt: dict) -> str:
     a = ckpt.get("trained_with") or ckpt.get("args") or {}
     own = f"{ckpt['step']} steps"
@@ -579,7 +623,7 @@ def checkpoint_budget(ckpt: dict) -> str:
     return own + (f", B={a['batch']} x {a['seconds']:g} s" if a.get("batch") and a.get("seconds") else "")
 
 
-def evaluate_checkpoints(args) -> list[dict]:
+def evaluate_checkpoints(args) -> dict:
     """``--evaluate``: score each checkpoint's EMA network on the same test mixtures (those a run
     on ``--data`` with these ``--eval-*`` options is scored on) and print the table. The config
     and the sample rate travel in the checkpoint; no run folder is needed."""
@@ -596,20 +640,25 @@ def evaluate_checkpoints(args) -> list[dict]:
             raise SystemExit(f"error: {path} was trained for --task {task}; evaluate it with --task {task}")
     try:
         m, ref = test_set(args, sr)
+        noisy = noisy_speech_set(args, sr)
     except A.AudioDataError as e:
         raise SystemExit(f"error: {e}") from None
-    rows = []
+    rows, noisy_rows = [], []
     for path, ckpt in ckpts:
-        est = separate(network_from(ckpt).to(device), m, device, args.seed)
-        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, ref, m, sr, args.task, args.K):
+        net, name = network_from(ckpt).to(device), METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
+        est = separate(net, m, device, args.seed)
+        for r in method_rows(name, est, ref, m, sr, args.task, args.K):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
+        if noisy is not None:
+            r = noisy_speech_rows([(name, net)], *noisy, sr, device, args.seed)[0]
+            noisy_rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
     what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
     print(f"\n{len(m)} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz from "
           f"{args.data}, 5-step Euler for flows, EMA weights:\n")
-    print(table(rows), end="")
-    return rows
+    print(table(rows) + noisy_speech_text(noisy_rows, noisy, args, sr), end="")
+    return {"rows": rows, "noisy_speech": noisy_rows} if noisy is not None else {"rows": rows}
 
 
 def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) -> None:
@@ -699,7 +748,7 @@ def main(argv=None) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
     if args.evaluate:
-        return {"rows": evaluate_checkpoints(args)}
+        return evaluate_checkpoints(args)
     if args.gpu_notice:
         training.gpu_job_notice(f"train_audio.py --librimix ... --mode {args.mode}", budget_flops(args))
     with training.process_group(args):       # torchrun: join its process group; else nothing
@@ -719,10 +768,11 @@ def train_and_evaluate(args) -> dict:
 
     def load_data():
         try:
-            return training_data(args, sr), test_set(args, sr), validation_set(args, sr)
+            return (training_data(args, sr), test_set(args, sr), validation_set(args, sr),
+                    noisy_speech_set(args, sr))
         except A.AudioDataError as e:
             raise SystemExit(f"error: {e}") from None
-    data, (m, ref), val = training.in_turn(load_data)
+    data, (m, ref), val, noisy = training.in_turn(load_data)
     validate = validator(*val, sr, device, args.seed, args.K, args.task) if val is not None else None
     os.makedirs(args.out, exist_ok=True)
 
@@ -750,7 +800,10 @@ def train_and_evaluate(args) -> dict:
                          m, ref, sr)
     budget = (f"{teacher_steps} MixIT + {args.steps} steps" if teacher_steps else f"{args.steps} steps")
     budget += f", B={args.batch} x {args.seconds:g} s"
-    for r in rows:
+    noisy_rows = [] if noisy is None else noisy_speech_rows(
+        [(METHOD_NAMES[args.mode], stage.ema)] +
+        ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed)
+    for r in rows + noisy_rows:
         r["budget"] = budget
     result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
               "parameters": sum(p.numel() for p in stage.net.parameters()),
@@ -759,8 +812,10 @@ def train_and_evaluate(args) -> dict:
               "torch_threads": torch.get_num_threads(), "rows": rows, "args": vars(args)}
     if training.WORLD.size > 1:
         result["processes"] = training.WORLD.size
+    if noisy is not None:
+        result["noisy_speech"] = noisy_rows
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
-    text = table(rows, budget)
+    text = table(rows, budget) + noisy_speech_text(noisy_rows, noisy, args, sr)
     write_text(os.path.join(args.out, "results.md"), text)
     write_examples(os.path.join(args.out, "examples"), m, ref, est, sr, k=args.K)
     what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"

@@ -175,6 +175,44 @@ def fuss_mixtures(pool: EventPool, B: int, length: int, generator: torch.Generat
     return x.sum(1, keepdim=True), x, n
 
 
+# Noisy speech, SURF section 5.2 (Table 3, right): "We mix samples from the LibriSpeech
+# test-clean set with the background source in each FUSS mixture, at a randomly chosen SNR
+# between (-5, 15) dB". Here: held-out speech over a background of the test events.
+NOISY_SPEECH_SNR_DB = (-5.0, 15.0)
+
+
+def noisy_speech(speech: dict, pool: EventPool, B: int, length: int, generator: torch.Generator,
+                 snr_db: tuple = NOISY_SPEECH_SNR_DB, ref_db: float = REF_DB):
+    """``B`` mixtures of one speech crop over one FUSS-like background -> (m [B, 1, T],
+    x [B, 2, T]): slot 0 the speech, slot 1 the background, m == x.sum(1) exactly, SURF (1).
+
+    ``speech``: {speaker: [clips [T_j]]} at the pool's rate (``audio_data.load_clips``); a
+    random speaker, clip and crop (zero-padded when shorter). The background is drawn as in
+    ``fuss_mixtures`` and set to ``ref_db``, the speech to an SNR uniform in ``snr_db`` over it:
+    the level the universal models were trained at. The paper then peak-normalizes to (-1, 1);
+    here only a mixture that would clip is scaled down (SI-SDR does not see the level, and a
+    separator trained at ``ref_db`` is not shown a level it never saw).
+    """
+    from surf_mini.audio_data import _crop
+    if not pool.background:
+        raise AudioDataError("the event pool has no background clips to put speech over")
+    names = sorted(speech)
+    if not names or B < 1 or length < 1:
+        raise ValueError(f"need speech clips, B >= 1 and length >= 1; got {len(names)} speakers, "
+                         f"B={B}, length={length}")
+    g, T, ref = generator, length, 10 ** (ref_db / 20)
+    x = torch.zeros(B, 2, T)                                                 # [B, 2, T]
+    for b in range(B):
+        bg = _background(_pick(_pick(pool.background, g), g), T, g)
+        x[b, 1] = bg * (ref / _rms(bg))
+        s = _crop(_pick(speech[names[int(torch.randint(len(names), (1,), generator=g))]], g), T, g)
+        snr = snr_db[0] + (snr_db[1] - snr_db[0]) * float(torch.rand(1, generator=g))
+        x[b, 0] = s * (ref * 10 ** (snr / 20) / _rms(s))
+    peak = x.sum(1).abs().amax(-1).clamp_min(1.0)                            # [B]; > 1 only if it would clip
+    x = x / peak[:, None, None]
+    return x.sum(1, keepdim=True), x
+
+
 def active_sources(x: torch.Tensor) -> torch.Tensor:
     """Number of references [B, K, T] that are not all-zero -> [B] long."""
     if x.dim() != 3:

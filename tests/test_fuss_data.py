@@ -319,3 +319,23 @@ def test_bad_recipes_fail_in_one_line(sample_pool, gen):
         F.fuss_mixtures(tiny, 2, 100, gen, p_background=0.0)
     with pytest.raises(AudioDataError, match="no manifest.csv"):
         F.load_events(os.path.dirname(F.FUSS_SAMPLE_DIR))
+
+
+def test_noisy_speech_mixtures():
+    """SURF Table 3's noisy speech: slot 0 speech at -5..15 dB over the background in slot 1,
+    the mixture their exact sum, the same generator state giving the same batch."""
+    import math
+    pool = F.load_events(F.FUSS_SAMPLE_DIR, 8000, "test")
+    g = torch.Generator().manual_seed(0)
+    speech = {"a": [torch.randn(9000, generator=g)], "b": [0.01 * torch.randn(2000, generator=g)]}
+    m, x = F.noisy_speech(speech, pool, 16, 4000, torch.Generator().manual_seed(3))
+    assert m.shape == (16, 1, 4000) and x.shape == (16, 2, 4000)
+    assert torch.equal(m, x.sum(1, keepdim=True))
+    snr = 10 * torch.log10(x[:, 0].pow(2).mean(-1) / x[:, 1].pow(2).mean(-1))
+    assert snr.min() >= -5 - 1e-3 and snr.max() <= 15 + 1e-3 and snr.max() - snr.min() > 5
+    assert all(math.isclose(float(x[b, 1].pow(2).mean().sqrt()), 10 ** (F.REF_DB / 20), rel_tol=1e-3)
+               for b in range(16) if float(m[b].abs().max()) < 1.0)   # the background at the training level
+    m2, x2 = F.noisy_speech(speech, pool, 16, 4000, torch.Generator().manual_seed(3))
+    assert torch.equal(x, x2)
+    with pytest.raises(F.AudioDataError, match="no background"):
+        F.noisy_speech(speech, F.EventPool([], [], [], [], 8000), 1, 100, g)

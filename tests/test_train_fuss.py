@@ -54,6 +54,11 @@ def test_every_mode_trains_and_writes_the_fuss_table(tmp_path, mode):
     assert md.startswith("| method |") and "MSi (dB)" in md and "| sources |" in md
     assert (tmp_path / "examples" / "00_ref4.wav").is_file() and (tmp_path / "examples" / "00_est4.wav").is_file()
     assert not list(tmp_path.glob("*.tmp*"))                              # atomic writes only
+    # noisy speech (Table 3, right): the network and its teacher, scored on the speech alone
+    noisy = res["noisy_speech"]
+    assert [r["method"] for r in noisy] == [name] + (["its MixIT teacher"] if mode in train_audio.NEEDS_TEACHER else [])
+    assert all(math.isfinite(r["si_sdri"]) and r["n"] == 4 for r in noisy) and saved["noisy_speech"]
+    assert "Noisy speech" in md
 
 
 def test_unsupervised_fuss_stages_are_given_no_sources(tmp_path):
@@ -178,3 +183,21 @@ def test_separate_py_with_a_k4_model_drops_silent_outputs(tmp_path):
     assert torch.allclose(got, outs[audible], atol=1e-6)                # the audible ones, unchanged
     # what is written sums to the input up to the dropped outputs, each below -30 dB
     assert torch.allclose(got.sum(0) + outs[~audible].sum(0), mixture, atol=1e-5)
+
+
+def test_noisy_speech_scores_the_speech_with_its_outputs_summed():
+    """The noisy-speech row groups the outputs onto (speech, background) with the references
+    and sums each group: speech split over two outputs still scores as the speech; a model
+    that leaves the speech in the background output scores as the mixture's SI-SDR does."""
+    g = torch.Generator().manual_seed(0)
+    pool = F.load_events(F.FUSS_SAMPLE_DIR, 8000, "test")
+    speech = {"a": [torch.randn(6000, generator=g)], "b": [torch.randn(3000, generator=g)]}
+    m, x = F.noisy_speech(speech, pool, 3, 4000, torch.Generator().manual_seed(1))
+    z = torch.zeros_like(x[:, :1])
+    half = (torch.arange(m.shape[-1]) < m.shape[-1] // 2).float()              # the speech cut in two in time
+    split = torch.cat([x[:, 1:], x[:, :1] * half, x[:, :1] * (1 - half), z], 1)  # [3, 4, T]
+    good = train_audio.noisy_speech_row("split", split, x, m, 8000)
+    assert good["si_sdr"] > 60 and good["outputs"] == 4
+    lumped = torch.cat([m, z, z, z], 1)                                         # no separation
+    bad = train_audio.noisy_speech_row("none", lumped, x, m, 8000)
+    assert abs(bad["si_sdri"]) < 1e-6
