@@ -186,6 +186,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flow-head", choices=("compressed", "x1"), default="compressed",
                    help="flow locoformer head: masks on compressed spectra giving the velocity, or on "
                         "linear spectra giving a clean estimate (locoformer.py; docs/speech.md)")
+    p.add_argument("--reg-net", choices=("locoformer", "convtasnet"), default="locoformer",
+                   help="network of the regression modes (sup-reg, remixit, selfremix): the regression "
+                        "locoformer (SURF D.5), or a ConvTasNet with K outputs like the MixIT teacher's")
     p.add_argument("--augment", action="store_true",
                    help="augment each training source on the fly: speed/pitch, random EQ, light "
                         "reverberation (audio_data.augment); mixtures stay the sum of their sources")
@@ -276,14 +279,15 @@ def budget_flops(args) -> float:
 # Networks and checkpoints
 # --------------------------------------------------------------------------------------
 
-def network_config(mode: str, net: str, head: str = "compressed", k: int = K, m: int = MIXIT_OUTPUTS):
+def network_config(mode: str, net: str, head: str = "compressed", k: int = K, m: int = MIXIT_OUTPUTS,
+                   reg_net: str = "locoformer"):
     """ConvTasNet (M = ``m`` outputs: 4 speech, 8 fuss) for MixIT, regression locoformer
-    (K = ``k``: 2 speech, 4 fuss) for sup-reg and the regression remixing students, flow
-    locoformer (K = ``k``, its ``head``) otherwise."""
+    (K = ``k``: 2 speech, 4 fuss; or a K-output ConvTasNet, ``reg_net``) for sup-reg and the
+    regression remixing students, flow locoformer (K = ``k``, its ``head``) otherwise."""
     if mode == "mixit":
         return tasnet_config(net, m)
     if mode in ("sup-reg", "remixit", "selfremix"):
-        return loco_config(net, k, "regression")
+        return tasnet_config(net, k) if reg_net == "convtasnet" else loco_config(net, k, "regression")
     return loco_config(net, k, "flow", head=head)
 
 
@@ -475,8 +479,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
 
 def run_stage(name: str, args, device, data, teacher=None, validate=None):
     """Build (or resume) a stage and train it to its step count; returns (stage, log)."""
-    stage = Stage(name, network_config(name, args.net, args.flow_head, args.K, args.M), args, device, data,
-                  teacher)
+    config = network_config(name, args.net, args.flow_head, args.K, args.M, args.reg_net)
+    stage = Stage(name, config, args, device, data, teacher)
     return stage, training.resume_or_start(stage, args.resume, stage_loss, validate)
 
 

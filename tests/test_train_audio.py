@@ -204,3 +204,17 @@ def test_flow_head_x1_trains_and_travels_in_the_checkpoint(tmp_path):
     ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-flow.pt"))
     assert ckpt["config"]["head"] == "x1" and train_audio.network_from(ckpt).config.head == "x1"
     assert ckpt["args"]["time"] == "near0"
+
+
+def test_reg_net_convtasnet_trains_and_separates(tmp_path):
+    """--reg-net convtasnet: supervised regression with a K-output ConvTasNet; the checkpoint
+    says so, and separate.py loads it and keeps the sum (SURF (1))."""
+    import separate
+    res = run(tmp_path, "--mode", "sup-reg", "--reg-net", "convtasnet")
+    assert [(r["outputs"], r["grouping"]) for r in res["rows"]] == [(2, "PIT")]
+    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-reg.pt"))
+    assert ckpt["arch"] == "convtasnet" and ckpt["config"]["num_outputs"] == 2
+    net, sr = separate.load_model(str(tmp_path / "sup-reg.pt"))
+    x = torch.randn(3 * sr, generator=torch.Generator().manual_seed(0)).double() * 0.1
+    est = separate.separate_signal(net, x, sr)
+    assert est.shape == (2, len(x)) and torch.allclose(est.sum(0), x, atol=1e-4)
