@@ -378,19 +378,30 @@ class LibriMixSampler:
         return sources.sum(1, keepdim=True), sources
 
 
-def make_demo_mixture(path: str, speakers: tuple = ("klettres-it", "klettres-ru"), gap: float = 0.15) -> None:
-    """The README's example input: two held-out speakers, each speaking all of its demo clips
-    back to back (with ``gap`` seconds of silence between them), mixed at 0 dB, 16 kHz, 16-bit wav."""
-    import soundfile as sf
+DEMO_MIX_SPEAKERS = ("klettres-it", "klettres-ru")
+
+
+def demo_mixture_sources(speakers: tuple = DEMO_MIX_SPEAKERS, gap: float = 0.15):
+    """The two voices of the README's example input [2, T] at 16 kHz: two held-out speakers,
+    each speaking all of its demo clips back to back (with ``gap`` seconds of silence between
+    them), cut to the shorter one and set to RMS 0.1 each (0 dB). They are the references
+    ``demo_mix.wav`` can be scored against (it is their sum, as 16-bit PCM)."""
     import torch
     clips = load_clips(DEMO_DIR, SAMPLE_RATE, "test")
     pause = torch.zeros(int(gap * SAMPLE_RATE))
     voices = [torch.cat([torch.cat([c, pause]) for c in clips[s]]) for s in speakers]
     n = min(len(v) for v in voices)
-    voices = [v[:n] / v[:n].pow(2).mean().sqrt() * 0.1 for v in voices]     # 0 dB, RMS 0.1 each
+    return torch.stack([v[:n] / v[:n].pow(2).mean().sqrt() * 0.1 for v in voices])   # 0 dB, RMS 0.1 each
+
+
+def make_demo_mixture(path: str, speakers: tuple = DEMO_MIX_SPEAKERS, gap: float = 0.15) -> None:
+    """Write the README's example input: ``demo_mixture_sources`` summed, 16 kHz, 16-bit wav."""
+    import soundfile as sf
+    voices = demo_mixture_sources(speakers, gap)
     tmp = path + ".tmp.wav"
-    sf.write(tmp, sum(voices).numpy(), SAMPLE_RATE, subtype="PCM_16")
+    sf.write(tmp, (voices[0] + voices[1]).numpy(), SAMPLE_RATE, subtype="PCM_16")
     os.replace(tmp, path)
+
 
 if __name__ == "__main__":
     if len(sys.argv) >= 3 and sys.argv[1] == "build-corpus":        # the speech corpus, corpus.py
