@@ -3,8 +3,8 @@
     python bench/bench_separate.py                 # 10 s (RTF), 1 min and 10 min inputs
     python bench/bench_separate.py --minutes 1 2   # other lengths
 
-Both shipped models are timed: the default (the regression ReMixIT student, one network
-pass per chunk) and the SURF-SR flow (5-step Euler: five passes per chunk).
+Both shipped models are timed: the default (``separate.DEFAULT_CHECKPOINT``, a regression
+model: one network pass per chunk) and the SURF-SR flow (5-step Euler: five passes per chunk).
 
 Each input is a 16 kHz mono wav of held-out demo speech mixtures laid end to end; each
 measurement runs ``separate.main`` in its own fresh Python process, which reports its wall
@@ -63,6 +63,15 @@ def child(argv: list[str], work: bool, threads: int) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def describe(checkpoint: str) -> str:
+    """'<method>, <network>, <passes>' from what the checkpoint says of itself."""
+    import train_audio
+    ckpt = train_audio.read_checkpoint(checkpoint)
+    flow = ckpt["config"].get("mode") == "flow"
+    return (f"{train_audio.METHOD_NAMES.get(ckpt['stage'], ckpt['stage'])}, {ckpt['arch']}, "
+            + ("5-step Euler" if flow else "1 pass"))
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--rtf-seconds", type=float, default=10.0, help="length of the RTF input")
@@ -70,8 +79,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args()
     import separate
-    models = [("ReMixIT (default), 1 pass", separate.DEFAULT_CHECKPOINT),
-              ("SURF-SR, 5-step Euler", separate.SURF_CHECKPOINT)]
+    models = [(describe(separate.DEFAULT_CHECKPOINT) + " (default)", separate.DEFAULT_CHECKPOINT),
+              (describe(separate.SURF_CHECKPOINT), separate.SURF_CHECKPOINT)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, seconds in [(f"{a.rtf_seconds:g} s", a.rtf_seconds)] + \
