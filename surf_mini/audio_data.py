@@ -160,7 +160,7 @@ def read_audio(path: str, sample_rate: int):
     except Exception as e:
         raise AudioDataError(f"{path}: not readable audio ({type(e).__name__})") from None
     x = torch.from_numpy(x.mean(1))
-    if sr != sample_rate:
+    if sr != sample_rate and len(x):                       # an empty file stays empty
         import torchaudio
         x = torchaudio.functional.resample(x, sr, sample_rate)
     return x

@@ -68,7 +68,7 @@ from typing import Callable
 
 import numpy as np
 
-from surf_mini.audio_data import SAMPLE_RATE, WORDS, _resample, _trim
+from surf_mini.audio_data import SAMPLE_RATE, WORDS, _resample, _trim, read_audio
 
 ASTERISK = "usr/share/asterisk/sounds"
 KLETTRES = "usr/share/klettres"
@@ -165,9 +165,8 @@ def missing_packages(root: str = "/", packages: dict | None = None) -> list[str]
 
 
 def _read(path: str) -> np.ndarray:
-    import soundfile as sf
-    x, sr = sf.read(path, dtype="float32", always_2d=True)
-    return _resample(x.mean(1), sr) if len(x) else x[:, 0]     # a few packaged files are empty
+    """Mono float32 at 16 kHz (``audio_data.read_audio``); a few packaged files are empty."""
+    return read_audio(path, SAMPLE_RATE).numpy()
 
 
 def _files(folder: str, ext: str, skip: tuple = (), name: str | None = None) -> list[str]:
@@ -767,7 +766,6 @@ def build_fuss_sample(full_dir: str, out_dir: str, sample_rate: int = 8000, seed
     (``REDISTRIBUTABLE``); resampled to ``sample_rate``, backgrounds cut to their first
     ``bg_seconds``. Writes events/, manifest.csv and SOURCES.md (every file's credit)."""
     import torch
-    from surf_mini.audio_data import read_audio
     rows = [r for r in read_fuss_manifest(full_dir) if r["licence"].startswith(REDISTRIBUTABLE)]
     _out_dir(out_dir)
     if os.path.exists(os.path.join(out_dir, "manifest.csv")):
