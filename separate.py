@@ -31,6 +31,7 @@ import warnings
 
 import torch
 
+from surf_mini.audio_data import active_level, frame_powers
 from surf_mini.flow import estimate_sources, is_flow_network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -39,7 +40,10 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 # not separate yet at that budget.
 DEFAULT_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "remixit_demo.pt")
 SURF_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "surf_sr_demo.pt")
-TRAINING_RMS = 0.1 * 2 ** 0.5      # audio_data.ClipMixer: two sources at RMS 0.1 each
+# The level inputs are brought to (``audio_data.active_level``): the checkpoint's
+# ``input_level`` (the median level of its training mixtures), else this, the level of the
+# demo speech mixtures (audio_data.ClipMixer: two sources at RMS 0.1 each).
+TRAINING_RMS = 0.1 * 2 ** 0.5
 AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 
@@ -57,6 +61,7 @@ def load_model(path: str, device: str = "cpu"):
     ckpt = train_audio.read_checkpoint(path)               # one-line SystemExit when unusable
     net = train_audio.network_from(ckpt).to(device).eval().requires_grad_(False)
     net.shaping = ckpt.get("shaping", "plain")             # how x_0's noise was shaped in training
+    net.input_level = ckpt.get("input_level")              # its training mixtures' level (older: none)
     return net, int(ckpt["sample_rate"])
 
 
@@ -153,8 +158,9 @@ class _Input:
     first pass, so nothing holds the whole signal. ``read`` serves ``separate_stream`` with the
     samples scaled by ``gain`` to the level the model was trained at."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, target_level: float | None = None):
         import soundfile as sf
+        target_level = target_level or TRAINING_RMS
         if not os.path.isfile(path):
             raise SeparationError(f"{path}: no such file")
         try:
@@ -172,19 +178,18 @@ class _Input:
             bad += int((~torch.isfinite(raw)).sum())
             x = self._mono(raw)
             total += float(x.pow(2).sum())
-            powers.append(torch.nn.functional.pad(x, (0, (-len(x)) % frame)).reshape(-1, frame).pow(2).mean(1))
+            powers.append(frame_powers(x, frame))
         if bad == self.T * self.channels:
             raise SeparationError(f"{path}: every sample is NaN or infinite")
         if bad:
             print(f"note: {path}: {bad} NaN/infinite samples set to 0", file=sys.stderr)
         if self.channels > 1:
             print(f"note: {path}: {self.channels} channels mixed down to mono", file=sys.stderr)
-        p = torch.cat(powers)
-        self.level = float(p[p >= p.max() * 1e-4].mean().sqrt())           # frames within 40 dB of the loudest
+        self.level = active_level(torch.cat(powers))                       # frames within 40 dB of the loudest
         self.power = total / self.T                                         # mean square of the mixture
         if self.level == 0.0:
             raise SeparationError(f"{path}: the file is silent; nothing to separate")
-        self.gain = TRAINING_RMS / self.level
+        self.gain = target_level / self.level
 
     def _block(self, start: int, n: int) -> torch.Tensor:
         self.f.seek(start)
@@ -207,7 +212,7 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
     """
     import soundfile as sf
     from surf_mini.mixit import merge_weights
-    src = _Input(path)
+    src = _Input(path, getattr(net, "input_level", None))
     K = outputs_of(net)
     folder = out_dir or os.path.dirname(os.path.abspath(path))
     stem = os.path.splitext(os.path.basename(path))[0]

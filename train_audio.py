@@ -315,6 +315,7 @@ def export(src: str, dst: str) -> None:
     """Keep only what separation needs (config, EMA weights, rate, provenance); atomic."""
     ckpt = read_checkpoint(src)
     small = {k: ckpt[k] for k in ("kind", "arch", "stage", "config", "ema", "sample_rate", "shaping", "step")}
+    small["input_level"] = ckpt.get("input_level")                      # separate.py's input level
     small["curve"] = ckpt.get("curve")                                  # the validation curve, for --collect
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("task", "mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
@@ -336,13 +337,14 @@ class Stage(training.Stage):
                          seed=args.seed * 100 + MODES.index(name), teacher=teacher,
                          find_unused_parameters=tasnet)
         self.arch = "convtasnet" if tasnet else "locoformer"
-        self.sample_rate = data["sample_rate"]
+        self.sample_rate, self.input_level = data["sample_rate"], data.get("input_level")
         sampler = data["sampler"](self.g_data)                   # None for --mixtures
         self.sources = sampler if name in SUPERVISED else None
         self.mixtures = data["view"](sampler, self.g_data)
 
     def state(self) -> dict:
-        return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate, shaping=SHAPING)
+        return dict(super().state(), arch=self.arch, sample_rate=self.sample_rate, shaping=SHAPING,
+                    input_level=self.input_level)
 
 
 def splits_of(folder: str) -> set[str]:
@@ -369,7 +371,7 @@ def training_data(args, sr: int) -> dict:
     length = int(round(args.seconds * sr))
     if args.mixtures:
         A.list_audio(args.mixtures)                              # fail early, one line
-        return {"sample_rate": sr, "sampler": lambda g: None,
+        return {"sample_rate": sr, "sampler": lambda g: None, "input_level": None,
                 "view": lambda s, g: A.MixtureView(folder=args.mixtures, sample_rate=sr, length=length,
                                                    generator=g)}
     if args.task == "fuss":
@@ -382,7 +384,17 @@ def training_data(args, sr: int) -> dict:
         clips = A.load_clips(args.data, sr, _split(args.data, "train"))
         aug = sr if args.augment else None
         sampler = lambda g: A.ClipMixer(clips, K, length, g, augment_rate=aug)   # noqa: E731
-    return {"sample_rate": sr, "sampler": sampler, "view": lambda s, g: A.MixtureView(mixer=s)}
+    return {"sample_rate": sr, "sampler": sampler, "view": lambda s, g: A.MixtureView(mixer=s),
+            "input_level": training_level(sampler, sr)}
+
+
+def training_level(sampler, sr: int, n: int = 64) -> float:
+    """The median level (``audio_data.active_level``) of ``n`` training mixtures from a sampler
+    of its own seed (the run's data stream is untouched). It travels in the checkpoint, and
+    separate.py brings its inputs to it: FUSS-like mixtures sit far below the speech ones."""
+    m, _ = sampler(torch.Generator().manual_seed(EVAL_SEED + 3)).batch(n)           # [n, 1, T]
+    levels = torch.tensor([A.active_level(A.frame_powers(x[0], max(1, sr // 10))) for x in m])
+    return round(float(levels.median()), 6)
 
 
 def test_set(args, sr: int) -> tuple[torch.Tensor, torch.Tensor]:

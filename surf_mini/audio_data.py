@@ -166,6 +166,21 @@ def read_audio(path: str, sample_rate: int):
     return x
 
 
+def frame_powers(x, frame: int):
+    """Mean square of each ``frame``-sample frame of a signal [T] (the last one zero-padded) -> [F]."""
+    import torch
+    return torch.nn.functional.pad(x, (0, (-len(x)) % frame)).reshape(-1, frame).pow(2).mean(1)
+
+
+def active_level(powers) -> float:
+    """RMS over the frames within 40 dB of the loudest (``frame_powers``): a signal's level with
+    its pauses left out (0.0 for silence). ``separate.py`` brings every input to the level its
+    model was trained at by this measure."""
+    if float(powers.max()) <= 0.0:
+        return 0.0
+    return float(powers[powers >= powers.max() * 1e-4].mean().sqrt())
+
+
 def list_audio(folder: str) -> list[str]:
     if not os.path.isdir(folder):
         raise AudioDataError(f"{folder}: no such folder")

@@ -30,6 +30,18 @@ def test_the_shipped_checkpoints_load_and_are_small():
     assert separate.load_model(separate.SURF_CHECKPOINT)[0].shaping == "envelope"
 
 
+def test_inputs_are_brought_to_the_models_level(tmp_path):
+    """The input's level (active frames) is set to the checkpoint's ``input_level``, or to the
+    demo speech level for checkpoints without one, and undone on output."""
+    x = speech(8000, 2.0) * 0.01                                           # a quiet recording
+    sf.write(tmp_path / "mix.wav", x, 8000, subtype="FLOAT")
+    for target in (None, 0.04):
+        src = separate._Input(str(tmp_path / "mix.wav"), target)
+        seen = A.active_level(A.frame_powers(src.read(0, src.T), 800))
+        assert seen == pytest.approx(target or separate.TRAINING_RMS, rel=1e-6)
+    assert separate.load_model(separate.SURF_CHECKPOINT)[0].input_level is None   # older: the speech level
+
+
 def test_the_surf_checkpoint_separates_a_file(tmp_path):
     sf.write(tmp_path / "mix.wav", speech(16000, 1.5), 16000)
     written = separate.main([str(tmp_path / "mix.wav"), "--checkpoint", separate.SURF_CHECKPOINT,

@@ -160,7 +160,7 @@ def test_the_rejected_per_source_snr_is_infinite_on_a_silent_reference():
 # separate.py with a K = 4 model
 # --------------------------------------------------------------------------------------
 
-def test_separate_py_with_a_k4_model_drops_silent_outputs(tmp_path):
+def test_separate_py_with_a_k4_model_drops_silent_outputs(tmp_path, monkeypatch):
     run(tmp_path / "run", "--mode", "sup-reg")
     small = tmp_path / "fuss4.pt"
     train_audio.main(["--export", str(tmp_path / "run" / "sup-reg.pt"), str(small)])
@@ -183,6 +183,22 @@ def test_separate_py_with_a_k4_model_drops_silent_outputs(tmp_path):
     assert torch.allclose(got, outs[audible], atol=1e-6)                # the audible ones, unchanged
     # what is written sums to the input up to the dropped outputs, each below -30 dB
     assert torch.allclose(got.sum(0) + outs[~audible].sum(0), mixture, atol=1e-5)
+    # the exported model carries its training mixtures' level, which separate.py brings every
+    # input to: FUSS-like mixtures sit about 10 dB below the speech ones
+    net, _ = separate.load_model(str(small))
+    assert 0.01 < net.input_level < 0.08 and net.input_level < separate.TRAINING_RMS / 2
+    src = separate._Input(str(wav), net.input_level)
+    seen = src.read(0, src.T)                                           # what the model is given
+    assert abs(separate.active_level(separate.frame_powers(seen, 800)) / net.input_level - 1) < 1e-6
+    targets = []
+
+    class Spy(separate._Input):
+        def __init__(self, path, target_level=None):
+            targets.append(target_level)
+            super().__init__(path, target_level)
+    monkeypatch.setattr(separate, "_Input", Spy)
+    separate.main([str(wav), "--checkpoint", str(small), "--out-dir", str(tmp_path / "spy")])
+    assert targets == [net.input_level]
 
 
 def test_noisy_speech_scores_the_speech_with_its_outputs_summed():
