@@ -557,16 +557,10 @@ def fuss_row(name: str, est, ref, m, grouping: str, note: str = "") -> dict:
     s = fuss_scores(est, ref, m)
     multi = [(s[k], s["n"][k]) for k in FUSS_KEYS[1:4] if s[k] is not None]
     s["MSi"] = sum(v * c for v, c in multi) / sum(c for _, c in multi) if multi else None
-    p_mix = m.double().pow(2).mean(-1)                                   # [N, 1]
-    counts = (ref.double().pow(2).mean(-1) > p_mix * 1e-6).sum(1)        # [N]: fuss_scores' -60 dB rule
     by_count = {}
-    for c in range(1, ref.shape[1] + 1):
-        sel = counts == c
-        if sel.any():
-            sc = fuss_scores(est[sel], ref[sel], m[sel])
-            key = "1S" if c == 1 else f"{c}Si"
-            by_count[str(c)] = {"mixtures": int(sel.sum()), key: sc[key],
-                                **{r: sc[r] for r in ("under", "equal", "over")}}
+    for c, b in s["by_count"].items():                  # a mixture of c sources is scored under one key
+        key = "1S" if c == 1 else f"{c}Si"
+        by_count[str(c)] = {"mixtures": b["mixtures"], key: s[key], **{r: b[r] for r in ("under", "equal", "over")}}
     return {"method": name, **{k: s[k] for k in FUSS_KEYS}, "under": s["under"], "equal": s["equal"],
             "over": s["over"], "counts": s["n"], "by_count": by_count, "n": len(est),
             "outputs": est.shape[1], "grouping": grouping, "note": note}
@@ -578,20 +572,10 @@ def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch
     own best output; extra outputs count only for over-separation), and merged to 4, what a
     student is fed; the K = 4 networks as they are ("raw")."""
     rows = []
-    if args.task == "fuss":
-        if teacher is not None:
-            t_est = separate(teacher, m, device, args.seed)
-            rows.append(fuss_row("its MixIT teacher", t_est, ref, m, "raw"))
-            rows.append(fuss_row("its MixIT teacher", t_est, ref, m, "merged", "what the student is fed"))
-        est = separate(main, m, device, args.seed)
-        mine = [fuss_row(METHOD_NAMES[args.mode], est, ref, m, "raw")]
-        if est.shape[1] > args.K:
-            mine.append(fuss_row(METHOD_NAMES[args.mode], est, ref, m, "merged"))
-        return mine + rows, est
     if teacher is not None:
         t_est = separate(teacher, m, device, args.seed)
-        rows.append(score("its MixIT teacher", t_est, ref, m, sr, "merged", "what the student is fed"))
-        rows.append(score("its MixIT teacher", t_est, ref, m, sr, "oracle"))
+        rows = [dict(r, note="what the student is fed") if r["grouping"] == "merged" else r
+                for r in method_rows("its MixIT teacher", t_est, ref, m, sr, args.task, args.K)]
     est = separate(main, m, device, args.seed)
     return method_rows(METHOD_NAMES[args.mode], est, ref, m, sr, args.task, args.K) + rows, est
 

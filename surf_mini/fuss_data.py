@@ -138,6 +138,19 @@ def _event(x: torch.Tensor, T: int, g: torch.Generator) -> torch.Tensor:
     return x[start:start + T]
 
 
+def _background_at(pool: EventPool, T: int, g: torch.Generator, ref: float) -> torch.Tensor:
+    """A random piece of a random background clip as a [T] background at RMS ``ref`` ([3] ref_db)."""
+    bg = _background(_pick(_pick(pool.background, g), g), T, g)
+    return bg * (ref / _rms(bg))
+
+
+def _fix_clipping(x: torch.Tensor) -> torch.Tensor:
+    """Scale the sources [B, S, T] of a mixture that would clip so that its peak is 1, all
+    sources alike (scaper's ``fix_clipping``); the others are left as they are."""
+    peak = x.sum(1).abs().amax(-1).clamp_min(1.0)                            # [B]; > 1 only if it would clip
+    return x / peak[:, None, None]
+
+
 def fuss_mixtures(pool: EventPool, B: int, length: int, generator: torch.Generator,
                   counts=FUSS_COUNTS, p_background: float = 1.0, snr_db: tuple = FUSS_SNR_DB,
                   ref_db: float = REF_DB):
@@ -161,8 +174,7 @@ def fuss_mixtures(pool: EventPool, B: int, length: int, generator: torch.Generat
     for b in range(B):
         slot = 0
         if float(torch.rand(1, generator=g)) < p_background:
-            bg = _background(_pick(_pick(pool.background, g), g), T, g)     # a random piece of a random clip
-            x[b, 0] = bg * (ref / _rms(bg))                                  # [3] ref_db
+            x[b, 0] = _background_at(pool, T, g, ref)
             slot = 1
         for i in torch.randperm(len(pool.foreground), generator=g)[:int(n[b]) - slot].tolist():  # distinct clips
             ev = _event(_pick(pool.foreground[i], g), T, g)
@@ -170,8 +182,7 @@ def fuss_mixtures(pool: EventPool, B: int, length: int, generator: torch.Generat
             onset = int(torch.randint(T - len(ev) + 1, (1,), generator=g))  # every onset where it fits
             x[b, slot, onset:onset + len(ev)] = ev * (ref * 10 ** (snr / 20) / _rms(ev))   # [3] snr_spec
             slot += 1
-    peak = x.sum(1).abs().amax(-1).clamp_min(1.0)                            # [B]; > 1 only if it would clip
-    x = x / peak[:, None, None]                                    # scaper's fix_clipping, all sources alike
+    x = _fix_clipping(x)
     return x.sum(1, keepdim=True), x, n
 
 
@@ -203,13 +214,11 @@ def noisy_speech(speech: dict, pool: EventPool, B: int, length: int, generator: 
     g, T, ref = generator, length, 10 ** (ref_db / 20)
     x = torch.zeros(B, 2, T)                                                 # [B, 2, T]
     for b in range(B):
-        bg = _background(_pick(_pick(pool.background, g), g), T, g)
-        x[b, 1] = bg * (ref / _rms(bg))
+        x[b, 1] = _background_at(pool, T, g, ref)
         s = _crop(_pick(speech[names[int(torch.randint(len(names), (1,), generator=g))]], g), T, g)
         snr = snr_db[0] + (snr_db[1] - snr_db[0]) * float(torch.rand(1, generator=g))
         x[b, 0] = s * (ref * 10 ** (snr / 20) / _rms(s))
-    peak = x.sum(1).abs().amax(-1).clamp_min(1.0)                            # [B]; > 1 only if it would clip
-    x = x / peak[:, None, None]
+    x = _fix_clipping(x)
     return x.sum(1, keepdim=True), x
 
 

@@ -265,6 +265,8 @@ def fuss_scores(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor,
     Returns ``{"1S", "2Si", "3Si", "4Si", ...: mean dB or None when no mixture has that many
     sources, "under", "equal", "over": fractions of mixtures, "n": {count per key}}``.
     Mixtures with no active reference are counted in ``n["silent"]`` and scored nowhere.
+    ``by_count``: for each number n of active references present, its mixtures and their own
+    under / equal / over fractions (SURF Table 3's per-count columns).
     """
     if est.dim() != 3 or ref.dim() != 3 or mix.shape != (est.shape[0], 1, est.shape[-1]) \
             or ref.shape[::2] != est.shape[::2]:
@@ -276,6 +278,7 @@ def fuss_scores(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor,
     produced = (est.pow(2).mean(-1) > p_mix * 10 ** (est_silence_db / 10)).sum(1)   # [B]
     per_key: dict = {}
     counts = {"under": 0, "equal": 0, "over": 0, "silent": 0}
+    per_count: dict = {}                                                # n -> [under, equal, over]
     for b in range(est.shape[0]):
         r = ref[b][active[b]]                                           # [n, T]
         n = len(r)
@@ -289,12 +292,16 @@ def fuss_scores(est: torch.Tensor, ref: torch.Tensor, mix: torch.Tensor,
             per_key.setdefault(f"{n}Si", []).append(
                 si_sdr_improvement(e[None], r[None], mix[b][None]).mean().item())
         p = int(produced[b])
-        counts["under" if p < n else "equal" if p == n else "over"] += 1
+        verdict = 0 if p < n else 1 if p == n else 2
+        counts[("under", "equal", "over")[verdict]] += 1
+        per_count.setdefault(n, [0, 0, 0])[verdict] += 1
     scored = max(1, sum(counts[k] for k in ("under", "equal", "over")))
     out = {f"{k}Si" if k > 1 else "1S": None for k in range(1, ref.shape[1] + 1)}
     out.update({k: sum(v) / len(v) for k, v in per_key.items()})
     out.update({k: counts[k] / scored for k in ("under", "equal", "over")})
     out["n"] = dict({k: len(v) for k, v in per_key.items()}, **counts)
+    out["by_count"] = {n: {"mixtures": sum(c), "under": c[0] / sum(c), "equal": c[1] / sum(c),
+                           "over": c[2] / sum(c)} for n, c in sorted(per_count.items())}
     return out
 
 

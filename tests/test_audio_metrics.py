@@ -85,6 +85,10 @@ def test_fuss_scores_follow_the_rules(gen):
     assert out["1S"] == pytest.approx(100.0, abs=1e-3)                   # perfect, after matching
     assert out["2Si"] > 90                                                # inactive ref left out
     assert out["under"] == out["over"] == 0.25 and out["equal"] == 0.5
+    # per source count: the 3-source mixtures are one under and one over, the others equal
+    assert out["by_count"] == {1: {"mixtures": 1, "under": 0.0, "equal": 1.0, "over": 0.0},
+                               2: {"mixtures": 1, "under": 0.0, "equal": 1.0, "over": 0.0},
+                               3: {"mixtures": 2, "under": 0.5, "equal": 0.0, "over": 0.5}}
     # all-silent estimates: finite, every mixture under-separated
     silent = fuss_scores(torch.zeros_like(est), ref, mix)
     assert silent["under"] == 1.0 and all(math.isfinite(silent[k]) for k in ("1S", "2Si", "3Si"))
