@@ -786,6 +786,9 @@ def train_and_evaluate(args) -> dict:
                                  f"at {ckpt['sample_rate']} Hz with {outputs} outputs; need a MixIT one "
                                  f"at {sr} Hz with M = {args.M} (--task {args.task})")
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
+            # the checkpoint's args are its provenance: record the reused teacher's real budget,
+            # not the unused --teacher-steps default (export and --evaluate read it)
+            args.teacher_steps = teacher_steps
         else:
             stage, log = run_stage("mixit", args, device, data, validate=validate)
             teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step

@@ -600,6 +600,9 @@ def train_and_evaluate(args) -> dict:
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} "
                                  f"checkpoint, not a MixIT one")
             teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
+            # the checkpoint's args are its provenance: record the reused teacher's real budget,
+            # not the unused --teacher-steps default (export and --evaluate read it)
+            args.teacher_steps = teacher_steps
         else:
             stage, log = run_stage("mixit", network_config("mixit", args.net, C), args, device,
                                    train_images, validate=validate)

@@ -92,8 +92,10 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
 
 def test_teacher_reuse_and_export(tmp_path, capsys):
     run(tmp_path / "mixit", "--mode", "mixit")
-    res = run(tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"))
+    res = run(tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"),
+              "--teacher-steps", "9")                                      # unused with --teacher
     assert [s["stage"] for s in res["stages"]] == ["rm"]
+    assert train_audio.read_checkpoint(str(tmp_path / "rm" / "rm.pt"))["args"]["teacher_steps"] == 2
     with pytest.raises(SystemExit, match="need a MixIT one"):
         run(tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
     train_audio.main(["--export", str(tmp_path / "rm" / "rm.pt"), str(tmp_path / "small.pt")])

@@ -67,8 +67,13 @@ def test_resume_continues_where_it_stopped(cifar, tmp_path, monkeypatch):
 
 def test_teacher_checkpoint_is_reused_and_checked(cifar, tmp_path, capsys):
     run(cifar, tmp_path / "mixit", "--mode", "mixit")
-    res = run(cifar, tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"))
+    res = run(cifar, tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"),
+              "--teacher-steps", "9")                                      # unused with --teacher
     assert [s["stage"] for s in res["stages"]] == ["rm"]                  # no teacher retraining
+    # the provenance is the reused teacher's own step count, not the unused option
+    ckpt = torch.load(tmp_path / "rm" / "rm.pt", weights_only=False)
+    assert ckpt["args"]["teacher_steps"] == 2
+    assert train_image.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
     with pytest.raises(SystemExit, match="not a MixIT one"):
         run(cifar, tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
     bad = tmp_path / "bad.pt"
@@ -163,16 +168,19 @@ SHIPPED = os.path.join(os.path.dirname(train_image.__file__), "surf_mini", "asse
 
 def test_shipped_mnist_checkpoints_rescore_on_the_test_mixtures(capsys):
     """The long table's shipped EMA weights (surf_mini/assets/mnist) re-score on MNIST test
-    mixtures in seconds. On the 1000 test mixtures both are at 25.3 dB (docs/results-mnist.md);
-    16 of them give the same level, which an untrained or wrongly loaded network (about 8-12 dB)
-    cannot reach."""
+    mixtures in seconds. On the 1000 test mixtures MixIT (merged) and supervised flow are at
+    25.3 dB and SURF-SR at 23.5 dB (docs/results-mnist.md); 16 of them give about the same,
+    which an untrained or wrongly loaded network (about 8-12 dB) cannot reach."""
     paths = sorted(os.path.join(SHIPPED, f) for f in os.listdir(SHIPPED) if f.endswith(".pt"))
-    assert {os.path.basename(p) for p in paths} >= {"mixit.pt", "sup-flow.pt"}
-    out = train_image.main(["--evaluate", os.path.join(SHIPPED, "mixit.pt"), os.path.join(SHIPPED, "sup-flow.pt"),
+    assert {os.path.basename(p) for p in paths} >= {"mixit.pt", "sup-flow.pt", "sr.pt"}
+    out = train_image.main(["--evaluate", *(os.path.join(SHIPPED, f) for f in ("mixit.pt", "sup-flow.pt", "sr.pt")),
                             "--eval-size", "16", "--merge", "loudest", "--threads", "1"])
     got = {(r["method"], r["grouping"]): r for r in out["rows"]}
-    assert set(got) == {("supervised flow", "PIT"), ("MixIT", "merged"), ("MixIT", "oracle")}
-    assert all(r["psnr"] > 21.0 and r["budget"].startswith("10000 steps") for r in got.values()), got
+    assert set(got) == {("supervised flow", "PIT"), ("MixIT", "merged"), ("MixIT", "oracle"),
+                        ("SURF (Self-Remixing)", "PIT")}
+    assert all(r["psnr"] > 21.0 for r in got.values()), got
+    assert got["SURF (Self-Remixing)", "PIT"]["budget"] == "10000 MixIT + 10000 steps, B=32"
+    assert all(r["budget"] == "10000 steps, B=32" for k, r in got.items() if k[0] != "SURF (Self-Remixing)")
     assert "| supervised flow | 2 | PIT |" in capsys.readouterr().out
 
 
