@@ -654,11 +654,15 @@ def evaluate_checkpoints(args) -> dict:
             noisy_rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
-    print(f"\n{len(m)} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz from "
-          f"{args.data}, 5-step Euler for flows, EMA weights:\n")
+    print(test_set_header(len(m), args, sr, f"from {args.data}, 5-step Euler for flows, EMA weights"))
     print(table(rows) + noisy_speech_text(noisy_rows, noisy, args, sr), end="")
     return {"rows": rows, "noisy_speech": noisy_rows} if noisy is not None else {"rows": rows}
+
+
+def test_set_header(n: int, args, sr: int, how: str) -> str:
+    """The line above every test table: what was scored, and how."""
+    what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
+    return f"\n{n} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz, {how}:\n"
 
 
 def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) -> None:
@@ -821,9 +825,7 @@ def train_and_evaluate(args) -> dict:
     text = table(rows, budget) + noisy_speech_text(noisy_rows, noisy, args, sr)
     write_text(os.path.join(args.out, "results.md"), text)
     write_examples(os.path.join(args.out, "examples"), m, ref, est, sr, k=args.K)
-    what = "FUSS-like (1-4 sources)" if args.task == "fuss" else "two-speaker"
-    print(f"\n{len(m)} held-out {what} test mixtures of {args.eval_seconds:g} s at {sr} Hz, "
-          f"5-step Euler for flows, {result['total_seconds']:.0f} s on {device}:\n")
+    print(test_set_header(len(m), args, sr, f"5-step Euler for flows, {result['total_seconds']:.0f} s on {device}"))
     print(text)
     print(f"wrote {args.out}/results.json, results.md, examples/")
     return result
