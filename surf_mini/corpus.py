@@ -16,6 +16,8 @@ speech from what installs from the Debian archive, with speaker-disjoint splits:
         minutes, GPL-2) and Armelle Desjardins (French, 15 minutes, BSD-style);
       - gcin-voice: Mandarin syllables, one file per syllable from each of two speakers
         (Edward Liu, GPL-3/LGPL-3, 8 minutes; Chu Lo, CC-BY-3.0, 6 minutes);
+      - Tux Paint's stamp descriptions: short read sentences ("A penny is a coin ..."), one
+        volunteer per language, 5-30 minutes each in 7 languages (GPL-2);
   * synthetic voices reading random sentences: flite (5 CMU voices), espeak-ng (12 voice
     and variant pairs) and festival (12 festvox voices).
 
@@ -94,6 +96,13 @@ ASTERISK_GSM_SPEAKERS = {
 # gcin-voice: one folder per Mandarin syllable, one file in it per speaker (44.1 kHz Ogg).
 GCIN = "usr/share/gcin-voice/ogg"
 GCIN_SPEAKERS = {"3.ogg": "gcin-liu", "5.ogg": "gcin-lo"}
+# Tux Paint's spoken stamp descriptions (``<stamp>_desc_<lang>.ogg``, 44.1 kHz). One speaker per
+# language: each language's median pitch over 40 files has a narrow spread (e.g. bg 110-133 Hz,
+# es 235-276 Hz, 10th-90th percentile), so one volunteer read it. Left out: fr, ru and nl, the
+# languages of the validation and test speakers (a translator may have recorded both Tux Paint
+# and KLettres, and a voice heard in training must not be in the test), and lt, ml (< 1 minute).
+TUXPAINT = "usr/share/tuxpaint/stamps"
+TUXPAINT_LANGUAGES = ("be", "bg", "ca", "da", "el", "es", "ro")
 FLITE_VOICES = ("awb", "rms", "slt", "kal16", "kal")
 ESPEAK_VOICES = ("en+m3", "en+f2", "en-us+m1", "en-us+f4", "en+Alex", "en+Andrea", "de+m1",
                  "fr+f3", "es+m2", "it+f1", "pt+m4", "nl+f5")
@@ -113,6 +122,7 @@ PACKAGES = {
     "asterisk-prompt-es-co": f"{ASTERISK}/es/digits",
     "asterisk-prompt-fr-armelle": f"{ASTERISK}/letters/fr",
     "gcin-voice": GCIN,
+    "tuxpaint-stamps-default": TUXPAINT,
     "flite": "flite", "espeak-ng": "espeak-ng", "festival": "festival",
     "festvox-kallpc16k": f"{FESTIVAL_VOICES}/english/kal_diphone",
     "festvox-kdlpc16k": f"{FESTIVAL_VOICES}/english/ked_diphone",
@@ -133,7 +143,7 @@ PROGRAMS = ("flite", "espeak-ng", "festival")
 # (Asterisk) and syllable speakers (KLettres) in each; everyone else trains.
 TEST_SPEAKERS = ("asterisk-carlo", "asterisk-ivrvoice", "klettres-it", "klettres-nl", "klettres-ru")
 VALID_SPEAKERS = ("asterisk-june", "klettres-de", "klettres-hu", "klettres-cs")
-LICENCES = {"asterisk": "CC-BY-SA-3.0", "klettres": "GPL-2+", "flite": "BSD-style (CMU)",
+LICENCES = {"asterisk": "CC-BY-SA-3.0", "klettres": "GPL-2+", "tuxpaint": "GPL-2", "flite": "BSD-style (CMU)",
             "espeak": "GPL-3+", "festival": "festvox voice licences (free, see /usr/share/doc)"}
 # Speakers whose licence is not their family's (from each package's debian/copyright).
 SPEAKER_LICENCES = {"asterisk-july": "GPL-2", "asterisk-armelle": "BSD-style (Michel Gutierrez 2006)",
@@ -175,12 +185,25 @@ def _files(folder: str, ext: str, skip: tuple = (), name: str | None = None) -> 
                   if (f == name if name else f.endswith(ext)) and not any(s in r.split(os.sep) for s in skip))
 
 
-def _recorded(folders: list[str], ext: str, name: str | None = None) -> Callable[[random.Random], list]:
+def _recorded(folders: list[str], ext: str, name: str | None = None,
+              unique: bool = False) -> Callable[[random.Random], list]:
+    """Pieces of one recorded speaker, in a seeded order. ``unique``: keep one file of each
+    content (Tux Paint ships one description under several stamps' names)."""
     def pieces(rng):
         files = [f for d in folders for f in _files(d, ext, skip=("silence",), name=name)]
+        if unique:
+            first: dict = {}
+            for f in files:                                  # sorted: the first name of each content
+                first.setdefault(_digest(f), f)
+            files = list(first.values())
         rng.shuffle(files)
         return [p for p in (_trim(_read(f)) for f in files) if len(p) > 0.1 * SAMPLE_RATE]
     return pieces
+
+
+def _digest(path: str) -> str:
+    with open(path, "rb") as f:
+        return hashlib.sha1(f.read()).hexdigest()
 
 
 def sentence(rng: random.Random) -> str:
@@ -254,6 +277,10 @@ def speakers(root: str = "/", tts_seconds: float = 120.0) -> list[Speaker]:
     if os.path.isdir(os.path.join(root, GCIN)):
         for file, name in GCIN_SPEAKERS.items():
             out[name] = Speaker(name, "real", "gcin", _recorded([os.path.join(root, GCIN)], ".ogg", name=file))
+    for lang in TUXPAINT_LANGUAGES if os.path.isdir(os.path.join(root, TUXPAINT)) else ():
+        out[f"tuxpaint-{lang}"] = Speaker(f"tuxpaint-{lang}", "real", "tuxpaint",
+                                          _recorded([os.path.join(root, TUXPAINT)], f"_desc_{lang}.ogg",
+                                                    unique=True))
     kl = os.path.join(root, KLETTRES)
     for lang in sorted(os.listdir(kl)) if os.path.isdir(kl) else []:
         if _files(os.path.join(kl, lang), ".ogg"):

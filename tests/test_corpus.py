@@ -62,6 +62,14 @@ def fake_root(tmp_path, monkeypatch):
     for j, syllable in enumerate(("ba", "ma")):       # gcin-voice: one file per speaker per syllable
         for k, file in enumerate(C.GCIN_SPEAKERS):
             _tone(str(root / C.GCIN / syllable / file), 0.5, 700 + 40 * j + 100 * k, 44100, "OGG")
+    # Tux Paint: two descriptions per language, one of them shipped again under a second stamp's
+    # name (same bytes: must count once), a stamp's own sound and the left-out languages' files
+    for i, lang in enumerate(C.TUXPAINT_LANGUAGES + ("fr", "ru")):
+        for j, stamp in enumerate(("animals/cat", "food/apple")):
+            _tone(str(root / C.TUXPAINT / f"{stamp}_desc_{lang}.ogg"), 1.0, 250 + 30 * i + 10 * j, 44100, "OGG")
+        dup = root / C.TUXPAINT / "food" / f"pear_desc_{lang}.ogg"
+        dup.write_bytes((root / C.TUXPAINT / f"food/apple_desc_{lang}.ogg").read_bytes())
+    _tone(str(root / C.TUXPAINT / "animals" / "cat.ogg"), 1.0, 900, 44100, "OGG")
     for i, lang in enumerate(("it", "nl", "ru", "de", "hu", "cs", "en", "fr")):
         for j in range(4):
             _tone(str(root / C.KLETTRES / lang / "alpha" / f"{j}.ogg"), 0.5, 300 + 20 * i + 5 * j, 22050, "OGG")
@@ -89,8 +97,9 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     rows = _manifest(out)
     split = {r["speaker"]: r["split"] for r in rows}
     origin = {r["speaker"]: r["origin"] for r in rows}
-    # 5 + 2 Asterisk speakers (Allison's two folders are one), 2 gcin, 8 KLettres, 5 + 12 + 12 synthetic
-    assert totals["speakers"] == len(split) == 5 + 2 + 2 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) \
+    # 5 + 2 Asterisk speakers (Allison's two folders are one), 2 gcin, 7 Tux Paint, 8 KLettres,
+    # 5 + 12 + 12 synthetic
+    assert totals["speakers"] == len(split) == 5 + 2 + 2 + 7 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) \
         + len(C.FESTIVAL)
     assert {s for s, v in split.items() if v == "test"} == set(C.TEST_SPEAKERS)
     assert {s for s, v in split.items() if v == "valid"} == set(C.VALID_SPEAKERS)
@@ -111,6 +120,12 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     assert 0.9 < seconds("gcin-liu") < 1.4 and 0.9 < seconds("gcin-lo") < 1.4
     licence = {r["speaker"]: r["licence"] for r in rows}
     assert licence["gcin-lo"] == "CC-BY-3.0" and licence["asterisk-allison"] == "CC-BY-SA-3.0"
+    # Tux Paint: one speaker per kept language, its 2 distinct descriptions once each (2 x 1 s and
+    # a pause; the duplicate would make it 3 s), no stamp sound, no fr / ru (valid and test languages)
+    tux = sorted(s for s in split if s.startswith("tuxpaint-"))
+    assert tux == [f"tuxpaint-{lang}" for lang in sorted(C.TUXPAINT_LANGUAGES)]
+    assert all(2.0 < seconds(s) < 2.4 and split[s] == "train" and licence[s] == "GPL-2" for s in tux), \
+        {s: seconds(s) for s in tux}
     # the loader reads it like the demo set
     assert set(A.load_clips(out, 8000, "test")) == set(C.TEST_SPEAKERS)
 
