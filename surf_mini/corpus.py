@@ -321,10 +321,27 @@ def join_pieces(pieces: list, rng: random.Random, low: float = 4.0, high: float 
     return [(c / (np.abs(c).max() + 1e-9) * 10 ** (-3 / 20)).astype(np.float32) for c in clips]
 
 
+def write_speaker(out_dir: str, spk: Speaker, seed: int = 0) -> list[dict]:
+    """One speaker's clips as FLAC under ``out_dir/<name>/``; their manifest rows. Its draws are
+    seeded by (seed, name) alone, so a speaker's clips do not depend on who else is built."""
+    import soundfile as sf
+    rng = random.Random(f"{seed}-{spk.name}")
+    rows = []
+    os.makedirs(os.path.join(out_dir, spk.name), exist_ok=True)
+    for i, x in enumerate(join_pieces(spk.pieces(rng), rng)):
+        rel = os.path.join(spk.name, f"{i:04d}.flac")
+        tmp = os.path.join(out_dir, spk.name, f".{i:04d}.tmp.flac")
+        sf.write(tmp, x, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
+        os.replace(tmp, os.path.join(out_dir, rel))
+        rows.append({"file": rel, "speaker": spk.name, "origin": spk.origin,
+                     "split": split_of(spk.name), "seconds": f"{len(x) / SAMPLE_RATE:.2f}",
+                     "licence": SPEAKER_LICENCES.get(spk.name) or LICENCES[spk.source]})
+    return rows
+
+
 def build_speech(out_dir: str, root: str = "/", tts_seconds: float = 120.0, seed: int = 0,
                  progress: bool = True) -> dict:
     """Write the corpus (FLAC clips, manifest.csv, SOURCES.md) into ``out_dir``; return totals."""
-    import soundfile as sf
     from tqdm import tqdm
     missing = missing_packages(root)
     if missing:
@@ -335,19 +352,8 @@ def build_speech(out_dir: str, root: str = "/", tts_seconds: float = 120.0, seed
     except OSError as e:
         raise CorpusError(f"{out_dir}: cannot create the output folder ({e.strerror})") from None
     rows = []
-    found = speakers(root, tts_seconds)
-    for spk in tqdm(found, desc="speakers", disable=not progress):
-        rng = random.Random(f"{seed}-{spk.name}")
-        clips = join_pieces(spk.pieces(rng), rng)
-        os.makedirs(os.path.join(out_dir, spk.name), exist_ok=True)
-        for i, x in enumerate(clips):
-            rel = os.path.join(spk.name, f"{i:04d}.flac")
-            tmp = os.path.join(out_dir, spk.name, f".{i:04d}.tmp.flac")
-            sf.write(tmp, x, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-            os.replace(tmp, os.path.join(out_dir, rel))
-            rows.append({"file": rel, "speaker": spk.name, "origin": spk.origin,
-                         "split": split_of(spk.name), "seconds": f"{len(x) / SAMPLE_RATE:.2f}",
-                         "licence": SPEAKER_LICENCES.get(spk.name) or LICENCES[spk.source]})
+    for spk in tqdm(speakers(root, tts_seconds), desc="speakers", disable=not progress):
+        rows += write_speaker(out_dir, spk, seed)
     totals = summary(rows)
     tmp = os.path.join(out_dir, ".manifest.csv.tmp")
     with open(tmp, "w", newline="") as f:
