@@ -18,6 +18,8 @@ speech from what installs from the Debian archive, with speaker-disjoint splits:
         (Edward Liu, GPL-3/LGPL-3, 8 minutes; Chu Lo, CC-BY-3.0, 6 minutes);
       - Tux Paint's stamp descriptions: short read sentences ("A penny is a coin ..."), one
         volunteer per language, 5-30 minutes each in 7 languages (GPL-2);
+      - KTuberling's spoken words (its stamp names), one volunteer per language, 1-4.5
+        minutes each in 10 languages (GPL-2+);
   * synthetic voices reading random sentences: flite (5 CMU voices), espeak-ng (12 voice
     and variant pairs) and festival (12 festvox voices).
 
@@ -103,6 +105,11 @@ GCIN_SPEAKERS = {"3.ogg": "gcin-liu", "5.ogg": "gcin-lo"}
 # and KLettres, and a voice heard in training must not be in the test), and lt, ml (< 1 minute).
 TUXPAINT = "usr/share/tuxpaint/stamps"
 TUXPAINT_LANGUAGES = ("be", "bg", "ca", "da", "el", "es", "ro")
+# KTuberling's spoken words (``sounds/<lang>/<word>.ogg``), one folder per language. Left out as
+# above: the validation and test speakers' languages (fr, ru, de, it, nl; KTuberling and KLettres
+# are both KDE-edu, the likeliest place for one voice in both) and the ones under a minute.
+KTUBERLING = "usr/share/ktuberling/sounds"
+KTUBERLING_LANGUAGES = ("ca", "da", "el", "en", "gl", "lt", "nn", "sl", "uk", "wa")
 FLITE_VOICES = ("awb", "rms", "slt", "kal16", "kal")
 ESPEAK_VOICES = ("en+m3", "en+f2", "en-us+m1", "en-us+f4", "en+Alex", "en+Andrea", "de+m1",
                  "fr+f3", "es+m2", "it+f1", "pt+m4", "nl+f5")
@@ -123,6 +130,7 @@ PACKAGES = {
     "asterisk-prompt-fr-armelle": f"{ASTERISK}/letters/fr",
     "gcin-voice": GCIN,
     "tuxpaint-stamps-default": TUXPAINT,
+    "ktuberling-data": KTUBERLING,
     "flite": "flite", "espeak-ng": "espeak-ng", "festival": "festival",
     "festvox-kallpc16k": f"{FESTIVAL_VOICES}/english/kal_diphone",
     "festvox-kdlpc16k": f"{FESTIVAL_VOICES}/english/ked_diphone",
@@ -143,8 +151,8 @@ PROGRAMS = ("flite", "espeak-ng", "festival")
 # (Asterisk) and syllable speakers (KLettres) in each; everyone else trains.
 TEST_SPEAKERS = ("asterisk-carlo", "asterisk-ivrvoice", "klettres-it", "klettres-nl", "klettres-ru")
 VALID_SPEAKERS = ("asterisk-june", "klettres-de", "klettres-hu", "klettres-cs")
-LICENCES = {"asterisk": "CC-BY-SA-3.0", "klettres": "GPL-2+", "tuxpaint": "GPL-2", "flite": "BSD-style (CMU)",
-            "espeak": "GPL-3+", "festival": "festvox voice licences (free, see /usr/share/doc)"}
+LICENCES = {"asterisk": "CC-BY-SA-3.0", "klettres": "GPL-2+", "tuxpaint": "GPL-2", "ktuberling": "GPL-2+",
+            "flite": "BSD-style (CMU)", "espeak": "GPL-3+", "festival": "festvox voice licences (free, see /usr/share/doc)"}
 # Speakers whose licence is not their family's (from each package's debian/copyright).
 SPEAKER_LICENCES = {"asterisk-july": "GPL-2", "asterisk-armelle": "BSD-style (Michel Gutierrez 2006)",
                     "gcin-liu": "GPL-3 or LGPL-3", "gcin-lo": "CC-BY-3.0"}
@@ -281,6 +289,11 @@ def speakers(root: str = "/", tts_seconds: float = 120.0) -> list[Speaker]:
         out[f"tuxpaint-{lang}"] = Speaker(f"tuxpaint-{lang}", "real", "tuxpaint",
                                           _recorded([os.path.join(root, TUXPAINT)], f"_desc_{lang}.ogg",
                                                     unique=True))
+    for lang in KTUBERLING_LANGUAGES:
+        if os.path.isdir(os.path.join(root, KTUBERLING, lang)):
+            out[f"ktuberling-{lang}"] = Speaker(f"ktuberling-{lang}", "real", "ktuberling",
+                                                _recorded([os.path.join(root, KTUBERLING, lang)], ".ogg",
+                                                          unique=True))
     kl = os.path.join(root, KLETTRES)
     for lang in sorted(os.listdir(kl)) if os.path.isdir(kl) else []:
         if _files(os.path.join(kl, lang), ".ogg"):

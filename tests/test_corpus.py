@@ -70,6 +70,12 @@ def fake_root(tmp_path, monkeypatch):
         dup = root / C.TUXPAINT / "food" / f"pear_desc_{lang}.ogg"
         dup.write_bytes((root / C.TUXPAINT / f"food/apple_desc_{lang}.ogg").read_bytes())
     _tone(str(root / C.TUXPAINT / "animals" / "cat.ogg"), 1.0, 900, 44100, "OGG")
+    # KTuberling: three words per kept language (one a byte copy under another name) and a
+    # left-out language's folder
+    for i, lang in enumerate(C.KTUBERLING_LANGUAGES + ("fr",)):
+        for j, word in enumerate(("eye", "hat")):
+            _tone(str(root / C.KTUBERLING / lang / f"{word}.ogg"), 0.5, 400 + 20 * i + 7 * j, 44100, "OGG")
+        (root / C.KTUBERLING / lang / "hat2.ogg").write_bytes((root / C.KTUBERLING / lang / "hat.ogg").read_bytes())
     for i, lang in enumerate(("it", "nl", "ru", "de", "hu", "cs", "en", "fr")):
         for j in range(4):
             _tone(str(root / C.KLETTRES / lang / "alpha" / f"{j}.ogg"), 0.5, 300 + 20 * i + 5 * j, 22050, "OGG")
@@ -97,10 +103,10 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     rows = _manifest(out)
     split = {r["speaker"]: r["split"] for r in rows}
     origin = {r["speaker"]: r["origin"] for r in rows}
-    # 5 + 2 Asterisk speakers (Allison's two folders are one), 2 gcin, 7 Tux Paint, 8 KLettres,
-    # 5 + 12 + 12 synthetic
-    assert totals["speakers"] == len(split) == 5 + 2 + 2 + 7 + 8 + len(C.FLITE_VOICES) + len(C.ESPEAK_VOICES) \
-        + len(C.FESTIVAL)
+    # 5 + 2 Asterisk speakers (Allison's two folders are one), 2 gcin, 7 Tux Paint, 10 KTuberling,
+    # 8 KLettres, 5 + 12 + 12 synthetic
+    assert totals["speakers"] == len(split) == 5 + 2 + 2 + 7 + 10 + 8 + len(C.FLITE_VOICES) \
+        + len(C.ESPEAK_VOICES) + len(C.FESTIVAL)
     assert {s for s, v in split.items() if v == "test"} == set(C.TEST_SPEAKERS)
     assert {s for s, v in split.items() if v == "valid"} == set(C.VALID_SPEAKERS)
     assert all(origin[s] == "real" for s, v in split.items() if v != "train")
@@ -126,6 +132,11 @@ def test_builds_speaker_disjoint_splits_with_real_only_test(fake_root, tmp_path)
     assert tux == [f"tuxpaint-{lang}" for lang in sorted(C.TUXPAINT_LANGUAGES)]
     assert all(2.0 < seconds(s) < 2.4 and split[s] == "train" and licence[s] == "GPL-2" for s in tux), \
         {s: seconds(s) for s in tux}
+    # KTuberling: one speaker per kept language, its 2 distinct words (2 x 0.5 s and a pause), no fr
+    kt = sorted(s for s in split if s.startswith("ktuberling-"))
+    assert kt == [f"ktuberling-{lang}" for lang in sorted(C.KTUBERLING_LANGUAGES)]
+    assert all(1.0 < seconds(s) < 1.4 and split[s] == "train" and licence[s] == "GPL-2+" for s in kt), \
+        {s: seconds(s) for s in kt}
     # the loader reads it like the demo set
     assert set(A.load_clips(out, 8000, "test")) == set(C.TEST_SPEAKERS)
 
