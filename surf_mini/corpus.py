@@ -108,6 +108,7 @@ TUXPAINT_LANGUAGES = ("be", "bg", "ca", "da", "el", "es", "ro")
 # KTuberling's spoken words (``sounds/<lang>/<word>.ogg``), one folder per language. Left out as
 # above: the validation and test speakers' languages (fr, ru, de, it, nl; KTuberling and KLettres
 # are both KDE-edu, the likeliest place for one voice in both) and the ones under a minute.
+# Nynorsk (nn) ships Ogg Opus, the others Ogg Vorbis.
 KTUBERLING = "usr/share/ktuberling/sounds"
 KTUBERLING_LANGUAGES = ("ca", "da", "el", "en", "gl", "lt", "nn", "sl", "uk", "wa")
 FLITE_VOICES = ("awb", "rms", "slt", "kal16", "kal")
@@ -187,13 +188,14 @@ def _read(path: str) -> np.ndarray:
     return read_audio(path, SAMPLE_RATE).numpy()
 
 
-def _files(folder: str, ext: str, skip: tuple = (), name: str | None = None) -> list[str]:
-    """Files under ``folder`` ending in ``ext`` (or named exactly ``name``), outside ``skip`` folders."""
+def _files(folder: str, ext: str | tuple, skip: tuple = (), name: str | None = None) -> list[str]:
+    """Files under ``folder`` ending in ``ext`` (one or a tuple; or named exactly ``name``),
+    outside ``skip`` folders."""
     return sorted(os.path.join(r, f) for r, ds, fs in os.walk(folder) for f in fs
                   if (f == name if name else f.endswith(ext)) and not any(s in r.split(os.sep) for s in skip))
 
 
-def _recorded(folders: list[str], ext: str, name: str | None = None,
+def _recorded(folders: list[str], ext: str | tuple, name: str | None = None,
               unique: bool = False) -> Callable[[random.Random], list]:
     """Pieces of one recorded speaker, in a seeded order. ``unique``: keep one file of each
     content (Tux Paint ships one description under several stamps' names)."""
@@ -292,8 +294,8 @@ def speakers(root: str = "/", tts_seconds: float = 120.0) -> list[Speaker]:
     for lang in KTUBERLING_LANGUAGES:
         if os.path.isdir(os.path.join(root, KTUBERLING, lang)):
             out[f"ktuberling-{lang}"] = Speaker(f"ktuberling-{lang}", "real", "ktuberling",
-                                                _recorded([os.path.join(root, KTUBERLING, lang)], ".ogg",
-                                                          unique=True))
+                                                _recorded([os.path.join(root, KTUBERLING, lang)],
+                                                          (".ogg", ".opus"), unique=True))
     kl = os.path.join(root, KLETTRES)
     for lang in sorted(os.listdir(kl)) if os.path.isdir(kl) else []:
         if _files(os.path.join(kl, lang), ".ogg"):

@@ -73,9 +73,10 @@ def fake_root(tmp_path, monkeypatch):
     # KTuberling: three words per kept language (one a byte copy under another name) and a
     # left-out language's folder
     for i, lang in enumerate(C.KTUBERLING_LANGUAGES + ("fr",)):
+        ext, sr, sub = (".opus", 48000, "OPUS") if lang == "nn" else (".ogg", 44100, None)   # as shipped
         for j, word in enumerate(("eye", "hat")):
-            _tone(str(root / C.KTUBERLING / lang / f"{word}.ogg"), 0.5, 400 + 20 * i + 7 * j, 44100, "OGG")
-        (root / C.KTUBERLING / lang / "hat2.ogg").write_bytes((root / C.KTUBERLING / lang / "hat.ogg").read_bytes())
+            _tone(str(root / C.KTUBERLING / lang / f"{word}{ext}"), 0.5, 400 + 20 * i + 7 * j, sr, "OGG", sub)
+        (root / C.KTUBERLING / lang / f"hat2{ext}").write_bytes((root / C.KTUBERLING / lang / f"hat{ext}").read_bytes())
     for i, lang in enumerate(("it", "nl", "ru", "de", "hu", "cs", "en", "fr")):
         for j in range(4):
             _tone(str(root / C.KLETTRES / lang / "alpha" / f"{j}.ogg"), 0.5, 300 + 20 * i + 5 * j, 22050, "OGG")
