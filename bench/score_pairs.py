@@ -50,8 +50,8 @@ def main(argv=None) -> None:
         if not os.path.isfile(path):
             raise SystemExit(f"error: {path}: checkpoint not found")
         ckpt = train_audio.read_checkpoint(path)
-        nets.append((os.path.basename(os.path.dirname(path)) or path, ckpt["sample_rate"],
-                     train_audio.network_from(ckpt)))
+        label = "/".join(os.path.abspath(path).split(os.sep)[-3:-1])    # e.g. speech3/sup-reg
+        nets.append((label, ckpt["sample_rate"], train_audio.network_from(ckpt)))
     rates = {sr for _, sr, _ in nets}
     if len(rates) != 1:
         raise SystemExit(f"error: the checkpoints run at different rates {sorted(rates)}; score them apart")
