@@ -168,7 +168,7 @@ SHIPPED = os.path.join(os.path.dirname(train_image.__file__), "surf_mini", "asse
 
 def test_shipped_mnist_checkpoints_rescore_on_the_test_mixtures(capsys):
     """The long table's shipped EMA weights (surf_mini/assets/mnist/<mode>.pt) re-score on MNIST
-    test mixtures in seconds. On the 1000 test mixtures every finished row is at 23.5-25.4 dB
+    test mixtures in seconds. On the 1000 test mixtures every finished row is at 23.5-26.2 dB
     (docs/results-mnist.md); 16 of them give about the same, which an untrained or wrongly
     loaded network (about 8-12 dB) cannot reach. Each row says its 10k-step budget."""
     modes = sorted(f[:-3] for f in os.listdir(SHIPPED) if f.endswith(".pt"))
