@@ -534,34 +534,65 @@ def read_results(folder: str) -> list[dict]:
     results = []
     for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
         with open(path) as f:
-            results.append(json.load(f))
+            res = json.load(f)
+        res["run"] = os.path.basename(os.path.dirname(path))   # in memory only: names a repeated mode
+        results.append(res)
     return results
 
 
 def collect_rows(folder: str, order: list[str], results: list[dict] | None = None) -> list[dict]:
     """The rows of every ``folder/*/results.json`` (or of ``results``, ``read_results(folder)``
-    already read), each (method, matching) once, in ``order``.
+    already read), in ``order``.
 
     The "its MixIT teacher" rows of the remixing runs are left out: the MixIT run has its own.
+    A method found in several runs (an A/B: two recipes of one mode side by side) keeps every
+    run's rows, each method name followed by its run folder, ``"supervised flow [x1-near0]"``.
     """
-    rows, seen = [], set()
-    for res in read_results(folder) if results is None else results:
+    results = read_results(folder) if results is None else results
+    runs_of = {}                                           # method -> the runs that score it
+    for res in results:
         for r in res["rows"]:
-            key = (r["method"], r["grouping"])
-            if r["method"] != "its MixIT teacher" and key not in seen:
-                seen.add(key)
-                rows.append(dict(r, budget=res["budget"]))
+            runs_of.setdefault(r["method"], set()).add(res.get("run"))
+    rows, seen = [], set()
+    for res in results:
+        for r in res["rows"]:
+            key = (r["method"], r["grouping"], res.get("run"))
+            if r["method"] == "its MixIT teacher" or key in seen:
+                continue
+            seen.add(key)
+            label = r["method"] + (f" [{res['run']}]" if len(runs_of[r["method"]]) > 1 else "")
+            rows.append(dict(r, method=label, budget=res["budget"], _order=r["method"]))
     if not rows:
         raise SystemExit(f"error: no */results.json under {folder!r}")
-    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    return rows
+    rows.sort(key=lambda r: order.index(r["_order"]) if r["_order"] in order else len(order))
+    return [{k: v for k, v in r.items() if k != "_order"} for r in rows]
+
+
+def curves_by_mode(results: list[dict]) -> dict[str, list[tuple[str, list]]]:
+    """The validation curves of ``read_results``, as mode -> [(run folder, curve), ...].
+
+    Every run's own stage is kept, so two runs of one mode (an A/B) draw two lines. A
+    student run also holds the curve of the MixIT teacher it trained first; that one is used
+    only when no run of its own draws ``mixit``, and then once.
+    """
+    curves = {}
+    for res in results:                                    # each run's own stage first
+        for st in res["stages"]:
+            if st.get("curve") and st["stage"] == res.get("mode"):
+                curves.setdefault(st["stage"], []).append((res.get("run"), st["curve"]))
+    for res in results:                                    # then teachers no run of their own has
+        for st in res["stages"]:
+            if st.get("curve") and st["stage"] not in curves:
+                curves[st["stage"]] = [(res.get("run"), st["curve"])]
+    return curves
 
 
 def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tuple, names: dict,
                 merged: tuple = (), flows: tuple = ()) -> None:
-    """Validation score ``key`` against steps, one line per method (each run's own stage; the
-    ``merged`` modes' curves are their merged outputs, what a student is fed), from
-    ``read_results``; solid lines for ``flows``. matplotlib is imported here only: training
+    """Validation score ``key`` against steps, one line per run of a method (``curves_by_mode``;
+    a method with several runs names each line by its run folder; the ``merged`` modes' curves
+    are their merged outputs, what a student is fed), from ``read_results``; solid lines for
+    ``flows``. matplotlib is imported here only: training
     never needs it. The PNG is written atomically."""
     try:
         import matplotlib
@@ -569,18 +600,17 @@ def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tu
         import matplotlib.pyplot as plt
     except ImportError:
         raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
-    curves = {}
-    for res in results:
-        for st in res["stages"]:
-            if st.get("curve") and st["stage"] not in curves:
-                curves[st["stage"]] = st["curve"]
+    curves = curves_by_mode(results)
     if not curves:
         raise SystemExit("error: no validation curves in the results.json files")
     fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
     for mode in [m for m in modes if m in curves]:
-        c = [p for p in curves[mode] if key in p]
-        ax.plot([p["step"] for p in c], [p[key] for p in c], "-" if mode in flows else "--", marker="o",
-                ms=3, label=names[mode] + (" (merged)" if mode in merged else ""))
+        for run, curve in curves[mode]:
+            c = [p for p in curve if key in p]
+            label = names[mode] + (" (merged)" if mode in merged else "")
+            label += f" [{run}]" if len(curves[mode]) > 1 else ""
+            ax.plot([p["step"] for p in c], [p[key] for p in c], "-" if mode in flows else "--",
+                    marker="o", ms=3, label=label)
     ax.set_xlabel("optimizer steps of the method's own stage")
     ax.set_ylabel(ylabel)
     ax.grid(alpha=0.3)

@@ -98,7 +98,26 @@ def test_collect_merges_runs(cifar, tmp_path, capsys):
     capsys.readouterr()
     train_image.main(["--collect", str(tmp_path)])
     table = capsys.readouterr().out
-    assert "supervised regression" in table and "supervised flow" in table
+    assert "| supervised regression | 2 |" in table and "| supervised flow | 2 |" in table
+    run(cifar, tmp_path / "c", "--mode", "sup-flow", "--seed", "1")     # an A/B: one mode, two runs
+    capsys.readouterr()
+    train_image.main(["--collect", str(tmp_path)])
+    lines = capsys.readouterr().out.splitlines()
+    flows = [ln.split(" | ")[0] for ln in lines if "supervised flow" in ln]
+    assert flows == ["| supervised flow [b]", "| supervised flow [c]"]    # both kept, each named
+    assert any(ln.startswith("| supervised regression | 2 |") for ln in lines)   # unique: no name
+
+
+def test_curves_by_mode_keeps_every_run_and_a_teacher_once():
+    def res(run, mode, *stages):
+        return {"run": run, "mode": mode, "stages": [{"stage": s, "curve": [{"step": 1, "psnr": i}]}
+                                                     for i, s in enumerate(stages)]}
+    got = training.curves_by_mode([res("a", "sup-flow", "sup-flow"), res("b", "sup-flow", "sup-flow"),
+                                   res("r", "rm", "mixit", "rm"), res("s", "sr", "mixit", "sr")])
+    assert [run for run, _ in got["sup-flow"]] == ["a", "b"]
+    assert [run for run, _ in got["mixit"]] == ["r"]                   # a teacher inside a student: once
+    got = training.curves_by_mode([res("r", "rm", "mixit", "rm"), res("t", "mixit", "mixit")])
+    assert [run for run, _ in got["mixit"]] == ["t"]                   # the teacher's own run wins
 
 
 def test_unsupervised_stages_are_given_no_sources(cifar, tmp_path):
