@@ -553,7 +553,7 @@ def collect_rows(folder: str, order: list[str], results: list[dict] | None = Non
     for res in results:
         for r in res["rows"]:
             runs_of.setdefault(r["method"], set()).add(res.get("run"))
-    rows, seen = [], set()
+    ranked, seen = [], set()                               # (place of the method in order, row)
     for res in results:
         for r in res["rows"]:
             key = (r["method"], r["grouping"], res.get("run"))
@@ -561,11 +561,12 @@ def collect_rows(folder: str, order: list[str], results: list[dict] | None = Non
                 continue
             seen.add(key)
             label = r["method"] + (f" [{res['run']}]" if len(runs_of[r["method"]]) > 1 else "")
-            rows.append(dict(r, method=label, budget=res["budget"], _order=r["method"]))
-    if not rows:
+            rank = order.index(r["method"]) if r["method"] in order else len(order)
+            ranked.append((rank, dict(r, method=label, budget=res["budget"])))
+    if not ranked:
         raise SystemExit(f"error: no */results.json under {folder!r}")
-    rows.sort(key=lambda r: order.index(r["_order"]) if r["_order"] in order else len(order))
-    return [{k: v for k, v in r.items() if k != "_order"} for r in rows]
+    ranked.sort(key=lambda x: x[0])                        # stable: runs keep their path order
+    return [row for _, row in ranked]
 
 
 def curves_by_mode(results: list[dict]) -> dict[str, list[tuple[str, list]]]:
@@ -592,8 +593,8 @@ def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tu
     """Validation score ``key`` against steps, one line per run of a method (``curves_by_mode``;
     a method with several runs names each line by its run folder; the ``merged`` modes' curves
     are their merged outputs, what a student is fed), from ``read_results``; solid lines for
-    ``flows``. matplotlib is imported here only: training
-    never needs it. The PNG is written atomically."""
+    ``flows``. matplotlib is imported here only: training never needs it. The PNG is written
+    atomically."""
     try:
         import matplotlib
         matplotlib.use("Agg")
