@@ -449,7 +449,6 @@ def export(src: str, dst: str) -> None:
                              ("dataset", "mode", "net", "steps", "teacher_steps", "batch", "lr",
                               "warmup", "ema", "beta_steps", "precision", "merge", "mixit_sparsity",
                               "time", "flow_loss", "seed")}
-    small["teacher_step"] = None if ckpt.get("teacher") is None else ckpt["args"].get("teacher_steps")
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
 
