@@ -79,7 +79,7 @@ from surf_mini.flow import estimate_sources, floss_loss
 from surf_mini.locoformer import LocoformerConfig, MBTFLocoformer
 from surf_mini.locoformer import make_config as loco_config
 from surf_mini.metrics import audio_scores, fuss_scores, oracle_grouping
-from surf_mini.mixit import merge_outputs, mixit_loss
+from surf_mini.mixit import merge_outputs, mixit_loss, output_sparsity
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
 from surf_mini.training import write_text
@@ -186,6 +186,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--flow-head", choices=("compressed", "x1"), default="compressed",
                    help="flow locoformer head: masks on compressed spectra giving the velocity, or on "
                         "linear spectra giving a clean estimate (locoformer.py; docs/speech.md)")
+    p.add_argument("--mixit-sparsity", type=float, default=0.0,
+                   help="weight of the l1/l2 output-sparsity term added to the MixIT loss (dB scale; 0: "
+                        "none, the default; for FUSS, where the teacher over-separates; mixit.output_sparsity)")
     p.add_argument("--reg-net", choices=("locoformer", "convtasnet"), default="locoformer",
                    help="network of the regression modes (sup-reg, remixit, selfremix): the regression "
                         "locoformer (SURF D.5), or a ConvTasNet with K outputs like the MixIT teacher's")
@@ -470,7 +473,11 @@ def stage_loss(stage: Stage) -> torch.Tensor:
     if name == "mixit":                                                    # SURF D.5: two K-source
         mix_a = stage.mine(stage.mixtures.mixtures(B))                     # mixtures, no single ones
         mix_b = stage.mine(stage.mixtures.mixtures(B))
-        return mixit_loss(net(mix_a + mix_b), mix_a, mix_b, kind="snr")[0].mean()   # M = 2K outputs
+        est = net(mix_a + mix_b)                                           # [B, M, T], M = 2K outputs
+        loss = mixit_loss(est, mix_a, mix_b, kind="snr")[0]
+        if a.mixit_sparsity:                                               # Wisdom et al. (2021)
+            loss = loss + a.mixit_sparsity * output_sparsity(est)          # fewer active outputs
+        return loss.mean()
     m = stage.mine(stage.mixtures.mixtures(B))                             # [B/W, 1, T]
     beta = beta_at(stage.step, a.beta_steps)
     frozen = lambda mm: merge_outputs(stage.teacher_fwd(mm), K)           # noqa: E731  [B, M, T] -> [B, K, T]

@@ -12,7 +12,7 @@ import separate
 import train_audio
 from surf_mini import fuss_data as F
 from surf_mini.flow import floss_loss
-from surf_mini.mixit import merge_outputs, mixit_loss
+from surf_mini.mixit import merge_outputs, mixit_loss, output_sparsity
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
 
@@ -117,6 +117,18 @@ class Tiny(torch.nn.Module):
         return self.a * x_t + self.c * m / x_t.shape[1]
 
 
+def test_mixit_sparsity_term_reaches_the_teacher_training(tmp_path):
+    """--mixit-sparsity adds Wisdom et al.'s l1/l2 output term to the audio MixIT loss: the same
+    seed then gives other weights; 0 (the default) gives the very same ones."""
+    def weights(out, *extra):
+        run(out, "--mode", "mixit", "--seed", "3", *extra)
+        return train_audio.read_checkpoint(str(out / "mixit.pt"))["model"]
+    plain, zero, sparse = (weights(tmp_path / d, *e) for d, e in
+                           (("plain", ()), ("zero", ("--mixit-sparsity", "0")), ("sparse", ("--mixit-sparsity", "5"))))
+    assert all(torch.equal(plain[k], zero[k]) for k in plain)
+    assert any(not torch.equal(plain[k], sparse[k]) for k in plain)
+
+
 def _check_finite(loss: torch.Tensor, net: Tiny) -> None:
     assert torch.isfinite(loss).all(), loss
     net.zero_grad()
@@ -133,6 +145,7 @@ def test_every_fuss_loss_is_finite_with_silent_references():
     _check_finite(floss_loss(net.velocity, x, kind="db", shaping="envelope", generator=g), net)   # sup-flow
     est8 = torch.cat([net.regress(m + m.roll(1, 0)), torch.zeros(4, 4, x.shape[-1])], 1)  # 4 silent outputs
     _check_finite(mixit_loss(est8, m, m.roll(1, 0), kind="snr")[0], net)                          # mixit
+    _check_finite(output_sparsity(est8), net)                               # --mixit-sparsity term
     teacher = merge_outputs(torch.cat([x, torch.zeros_like(x)], 1), 4)   # silent teacher outputs
     assert (teacher == 0).any()
     x_tilde, pi = shuffle_sources(teacher, g)
