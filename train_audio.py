@@ -322,7 +322,7 @@ def export(src: str, dst: str) -> None:
     small["curve"] = ckpt.get("curve")                                  # the validation curve, for --collect
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("task", "mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
-                              "beta_steps", "data", "mixtures", "librimix", "seed")}
+                              "beta_steps", "mixit_sparsity", "data", "mixtures", "librimix", "seed")}
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.1f} MB): {ckpt['stage']} at step {ckpt['step']}")
 

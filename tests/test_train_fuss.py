@@ -127,6 +127,8 @@ def test_mixit_sparsity_term_reaches_the_teacher_training(tmp_path):
                            (("plain", ()), ("zero", ("--mixit-sparsity", "0")), ("sparse", ("--mixit-sparsity", "5"))))
     assert all(torch.equal(plain[k], zero[k]) for k in plain)
     assert any(not torch.equal(plain[k], sparse[k]) for k in plain)
+    train_audio.export(str(tmp_path / "sparse" / "mixit.pt"), str(tmp_path / "small.pt"))
+    assert train_audio.read_checkpoint(str(tmp_path / "small.pt"))["trained_with"]["mixit_sparsity"] == 5
 
 
 def _check_finite(loss: torch.Tensor, net: Tiny) -> None:
