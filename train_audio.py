@@ -321,8 +321,9 @@ def export(src: str, dst: str) -> None:
     small["input_level"] = ckpt.get("input_level")                      # separate.py's input level
     small["curve"] = ckpt.get("curve")                                  # the validation curve, for --collect
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
-                             ("task", "mode", "net", "steps", "teacher_steps", "batch", "seconds", "lr", "ema",
-                              "beta_steps", "mixit_sparsity", "data", "mixtures", "librimix", "seed")}
+                             ("task", "mode", "net", "reg_net", "time", "flow_head", "augment", "steps",
+                              "teacher_steps", "batch", "seconds", "lr", "ema", "beta_steps", "mixit_sparsity",
+                              "data", "mixtures", "librimix", "seed")}
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.1f} MB): {ckpt['stage']} at step {ckpt['step']}")
 

@@ -101,6 +101,8 @@ def test_teacher_reuse_and_export(tmp_path, capsys):
     train_audio.main(["--export", str(tmp_path / "rm" / "rm.pt"), str(tmp_path / "small.pt")])
     small = train_audio.read_checkpoint(str(tmp_path / "small.pt"))
     assert "opt" not in small and "model" not in small and small["trained_with"]["mode"] == "rm"
+    # the recipe travels with the weights: the flow's time law and the regression net too
+    assert {"time", "flow_head", "reg_net", "augment"} <= set(small["trained_with"])
     assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tmp_path / "rm" / "rm.pt") / 2
     capsys.readouterr()
     train_audio.main(["--collect", str(tmp_path)])
