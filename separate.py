@@ -36,7 +36,7 @@ from surf_mini.flow import estimate_sources, is_flow_network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 # The default is the model that scores best on the real-voice test set of the speech corpus
-# (issue 10's rule; docs/speech.md has every run's row): a supervised ConvTasNet trained on 75
+# (issue 10's rule; docs/speech.md has every run's row): a supervised ConvTasNet trained on 66
 # speakers, 37 of them real. The demo-set models (remixit_demo.pt, and the SURF-SR flow
 # surf_sr_demo.pt) score lower there; the flows do not separate yet at this budget.
 DEFAULT_CHECKPOINT = os.path.join(HERE, "surf_mini", "assets", "sup_reg_speech.pt")
