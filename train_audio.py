@@ -314,6 +314,17 @@ def read_checkpoint(path: str) -> dict:
     return training.read_checkpoint(path, CKPT_KIND, "audio")
 
 
+def read_checkpoints(paths: list[str], verb: str) -> tuple[list[tuple[str, dict]], int]:
+    """[(path, checkpoint)] and their one sample rate, for tools that score several models on
+    the same mixtures (``--evaluate``, bench/score_*.py); one-line SystemExit otherwise."""
+    ckpts = [(path, read_checkpoint(path)) for path in paths]
+    rates = {c["sample_rate"] for _, c in ckpts}
+    if len(rates) > 1:
+        raise SystemExit(f"error: the checkpoints run at different sample rates {sorted(rates)}; "
+                         f"{verb} them separately")
+    return ckpts, rates.pop()
+
+
 def export(src: str, dst: str) -> None:
     """Keep only what separation needs (config, EMA weights, rate, provenance); atomic."""
     ckpt = read_checkpoint(src)
@@ -636,12 +647,7 @@ def evaluate_checkpoints(args) -> dict:
     on ``--data`` with these ``--eval-*`` options is scored on) and print the table. The config
     and the sample rate travel in the checkpoint; no run folder is needed."""
     device = torch.device(args.device)
-    ckpts = [(path, read_checkpoint(path)) for path in args.evaluate]
-    rates = {c["sample_rate"] for _, c in ckpts}
-    if len(rates) > 1:
-        raise SystemExit(f"error: the checkpoints run at different sample rates {sorted(rates)}; "
-                         f"evaluate them separately")
-    sr = rates.pop()
+    ckpts, sr = read_checkpoints(args.evaluate, "evaluate")
     for path, c in ckpts:
         task = (c.get("trained_with") or c.get("args") or {}).get("task") or "speech"
         if task != args.task:

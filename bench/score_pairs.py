@@ -46,17 +46,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    nets = []
-    for path in a.checkpoints:
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: {path}: checkpoint not found")
-        ckpt = train_audio.read_checkpoint(path)
-        label = "/".join(os.path.abspath(path).split(os.sep)[-3:-1])    # e.g. speech3/sup-reg
-        nets.append((label, ckpt["sample_rate"], train_audio.network_from(ckpt)))
-    rates = {sr for _, sr, _ in nets}
-    if len(rates) != 1:
-        raise SystemExit(f"error: the checkpoints run at different rates {sorted(rates)}; score them apart")
-    sr = rates.pop()
+    ckpts, sr = train_audio.read_checkpoints(a.checkpoints, "score")
+    nets = [("/".join(os.path.abspath(path).split(os.sep)[-3:-1]),           # e.g. speech3/sup-reg
+             train_audio.network_from(ckpt)) for path, ckpt in ckpts]
     try:
         clips = A.load_clips(a.data, sr, a.split)
     except A.AudioDataError as e:
@@ -66,7 +58,7 @@ def main(argv=None) -> None:
     for s1, s2 in itertools.combinations(sorted(clips), 2):
         m, ref = pair_mixtures(clips, s1, s2, a.per_pair, length, a.snr)
         cells = []
-        for j, (_, _, net) in enumerate(nets):
+        for j, (_, net) in enumerate(nets):
             est = train_audio.separate(net, m, "cpu", 0)
             # matched per reference (PIT), a 4-output net merged to 2 first; the table shows
             # SI-SDRi only, so ESTOI and PESQ (about 0.1 s a signal) are not computed
@@ -75,7 +67,7 @@ def main(argv=None) -> None:
             for s in (s1, s2):
                 per_speaker.setdefault((s, j), []).append(score)
         table.append((f"{s1} + {s2}", cells))
-    names = [n for n, _, _ in nets]
+    names = [n for n, _ in nets]
     print(f"\nSI-SDRi (dB) per {a.split} speaker pair: {a.per_pair} mixtures of {a.seconds:g} s at "
           f"{a.snr:g} dB each, {sr} Hz, EMA weights (4-output networks merged to 2)\n")
     print("| pair | " + " | ".join(names) + " |")

@@ -22,7 +22,6 @@ import argparse
 import itertools
 import os
 import sys
-import types
 
 import torch
 
@@ -62,18 +61,17 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
+    ckpts, sr = train_audio.read_checkpoints(a.checkpoints, "score")
+    # the mixtures of train_audio.py --evaluate with these --eval-* options, built once
+    spec = train_audio.parse_args(["--evaluate", *a.checkpoints, "--data", a.data,
+                                   "--eval-size", str(a.eval_size), "--eval-seconds", str(a.eval_seconds),
+                                   "--eval-snr", str(a.eval_snr)])
+    try:
+        m, ref = train_audio.test_set(spec, sr)                               # [N, 1, T], [N, 2, T]
+    except A.AudioDataError as e:
+        raise SystemExit(f"error: {e}") from None
     rows = []
-    for path in a.checkpoints:
-        if not os.path.isfile(path):
-            raise SystemExit(f"error: {path}: checkpoint not found")
-        ckpt = train_audio.read_checkpoint(path)
-        sr = ckpt["sample_rate"]
-        spec = types.SimpleNamespace(task="speech", eval_csv=None, data=a.data, eval_size=a.eval_size,
-                                     eval_seconds=a.eval_seconds, eval_snr=a.eval_snr)
-        try:
-            m, ref = train_audio.test_set(spec, sr)                           # [N, 1, T], [N, 2, T]
-        except A.AudioDataError as e:
-            raise SystemExit(f"error: {e}") from None
+    for path, ckpt in ckpts:
         est = train_audio.separate(train_audio.network_from(ckpt), m, "cpu", 0)
         est = merge_outputs(est, ref.shape[1]) if est.shape[1] > ref.shape[1] else est
         cells = [order_by_window(est, ref, est.shape[-1])]                    # whole mixture: PIT
