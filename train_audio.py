@@ -747,8 +747,13 @@ def collect(folder: str, plot: str | None = None) -> None:
             print(f"\n{task}:\n")
         print(table(training.collect_rows(folder, list(METHOD_NAMES.values()), group)), end="")  # Table order
     if plot:
-        training.plot_curves(results, plot, "si_sdri", "validation SI-SDRi (dB, EMA weights)",
-                             MODES, METHOD_NAMES, merged=("mixit",), flows=("sup-flow", "rm", "sr"))
+        # a FUSS validator stores the MSi of the raw outputs under the same key (``validator``):
+        # say so on the axis, and do not call the MixIT curve merged
+        fuss = all(res.get("task") == "fuss" for res in results)
+        ylabel = ("validation MSi (dB, raw outputs, EMA weights)" if fuss
+                  else "validation SI-SDRi (dB, EMA weights)")
+        training.plot_curves(results, plot, "si_sdri", ylabel, MODES, METHOD_NAMES,
+                             merged=() if fuss else ("mixit",), flows=("sup-flow", "rm", "sr"))
 
 
 # --------------------------------------------------------------------------------------

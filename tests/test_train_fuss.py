@@ -75,7 +75,7 @@ def test_unsupervised_fuss_stages_are_given_no_sources(tmp_path):
             assert stage.sources.batch(2)[1].shape == (2, 4, 8000)
 
 
-def test_fuss_rejects_speech_only_options_and_collect_reads_the_task(tmp_path, capsys):
+def test_fuss_rejects_speech_only_options_and_collect_reads_the_task(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         train_audio.parse_args(["--task", "fuss", "--librimix", "x.csv"])
     res = {"task": "fuss", "budget": "b", "rows": [train_audio.fuss_row(
@@ -85,6 +85,12 @@ def test_fuss_rejects_speech_only_options_and_collect_reads_the_task(tmp_path, c
     capsys.readouterr()
     train_audio.main(["--collect", str(tmp_path)])
     assert "| MSi (dB) |" in capsys.readouterr().out
+    # --plot: a FUSS curve is the raw outputs' MSi, and the axis and legend must say so
+    seen = {}
+    monkeypatch.setattr(train_audio.training, "plot_curves",
+                        lambda *a, **kw: seen.update(ylabel=a[3], merged=kw["merged"]))
+    train_audio.main(["--collect", str(tmp_path), "--plot", str(tmp_path / "c.png")])
+    assert "MSi" in seen["ylabel"] and seen["merged"] == ()
 
 
 # --------------------------------------------------------------------------------------
