@@ -749,7 +749,7 @@ def collect(folder: str, plot: str | None = None) -> None:
     if plot:
         # a FUSS validator stores the MSi of the raw outputs under the same key (``validator``):
         # say so on the axis, and do not call the MixIT curve merged
-        fuss = all(res.get("task") == "fuss" for res in results)
+        fuss = set(by_task) == {"fuss"}
         ylabel = ("validation MSi (dB, raw outputs, EMA weights)" if fuss
                   else "validation SI-SDRi (dB, EMA weights)")
         training.plot_curves(results, plot, "si_sdri", ylabel, MODES, METHOD_NAMES,
