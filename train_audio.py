@@ -172,7 +172,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--mixtures", help="folder of mixture recordings to train the unsupervised modes on")
     p.add_argument("--librimix", help="LibriMix metadata CSV to train on")
     p.add_argument("--eval-csv", help="LibriMix metadata CSV of the test set (default: held-out --data speakers)")
-    p.add_argument("--eval-size", type=int, help="held-out test mixtures to score")
+    p.add_argument("--eval-size", type=int, help="held-out test mixtures to score (0: train only, "
+                   "score the checkpoints later with --evaluate)")
     p.add_argument("--eval-seconds", type=float, help="length of the test mixtures")
     p.add_argument("--eval-snr", type=float, default=5.0,
                    help="test (and validation) mixtures: the second speaker's level is drawn in "
@@ -198,6 +199,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="run folder (default runs/audio-<mode>)")
     p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
     p.add_argument("--ckpt-every", type=int, default=200, help="checkpoint period in steps")
+    p.add_argument("--minutes", type=float,
+                   help="wall-clock budget of each training stage: after its first 50 steps the step "
+                        "count is cut to what fits (never raised above --steps / --teacher-steps)")
     p.add_argument("--precision", choices=("fp32", "bf16"),
                    help="forward passes in float32, or under bf16 autocast (training only; "
                         "default bf16 for --net paper on CUDA, else fp32)")
@@ -258,9 +262,13 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give at most one of --mixtures and --librimix")
     if args.mixtures and args.mode in SUPERVISED:
         p.error(f"--mode {args.mode} needs references; --mixtures gives mixtures only (use --data)")
-    if min(args.steps, args.teacher_steps, args.batch, args.eval_size) < 1 or \
+    if min(args.steps, args.teacher_steps, args.batch) < 1 or \
             min(args.seconds, args.eval_seconds) <= 0:
-        p.error("--steps, --teacher-steps, --batch, --eval-size, --seconds and --eval-seconds must be positive")
+        p.error("--steps, --teacher-steps, --batch, --seconds and --eval-seconds must be positive")
+    if args.eval_size < (1 if args.evaluate else 0):
+        p.error("--eval-size must be positive (0, train only, is for training runs)")
+    if args.minutes is not None and args.minutes <= 0:
+        p.error("--minutes must be positive")
     if not 0.0 <= args.ema <= 1.0:
         p.error("--ema must be in [0, 1]")
     training.check_batch(p, args.batch)
@@ -491,7 +499,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
             loss = loss + a.mixit_sparsity * output_sparsity(est)          # fewer active outputs
         return loss.mean()
     m = stage.mine(stage.mixtures.mixtures(B))                             # [B/W, 1, T]
-    beta = beta_at(stage.step, a.beta_steps)
+    beta = beta_at(stage.step, training.share_of_stage(a.beta_steps, stage))   # SURF D.3
     frozen = lambda mm: merge_outputs(stage.teacher_fwd(mm), K)           # noqa: E731  [B, M, T] -> [B, K, T]
     if name in ("remixit", "selfremix"):
         with torch.no_grad():                                 # Choice: beta coin (one per rank)
@@ -791,8 +799,8 @@ def train_and_evaluate(args) -> dict:
 
     def load_data():
         try:
-            return (training_data(args, sr), test_set(args, sr), validation_set(args, sr),
-                    noisy_speech_set(args, sr))
+            tests = (test_set(args, sr), noisy_speech_set(args, sr)) if args.eval_size else ((None, None), None)
+            return (training_data(args, sr), tests[0], validation_set(args, sr), tests[1])
         except A.AudioDataError as e:
             raise SystemExit(f"error: {e}") from None
     data, (m, ref), val, noisy = training.in_turn(load_data)
@@ -820,12 +828,20 @@ def train_and_evaluate(args) -> dict:
     logs.append(log)
     if not main_rank:
         return {}                                # rank 0 evaluates and writes the results
+    if not args.eval_size:                       # train only: the stages' logs and curves
+        result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
+                  "budget": stage_budget(teacher_steps, stage.step, args), "stages": logs, "rows": [],
+                  "total_seconds": round(time.time() - t_start, 1), "device": str(device),
+                  "args": vars(args)}
+        write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+        print(f"trained, not scored (--eval-size 0): python train_audio.py --evaluate "
+              f"{os.path.join(args.out, args.mode + '.pt')} --data {args.data}")
+        return result
 
     t_eval = time.time()
     rows, est = evaluate(args, device, stage.ema, teacher if args.mode in NEEDS_TEACHER else None,
                          m, ref, sr)
-    budget = (f"{teacher_steps} MixIT + {args.steps} steps" if teacher_steps else f"{args.steps} steps")
-    budget += f", B={args.batch} x {args.seconds:g} s"
+    budget = stage_budget(teacher_steps, stage.step, args)
     noisy_rows = [] if noisy is None else noisy_speech_rows(
         [(METHOD_NAMES[args.mode], stage.ema)] +
         ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed)
@@ -848,6 +864,12 @@ def train_and_evaluate(args) -> dict:
     print(text)
     print(f"wrote {args.out}/results.json, results.md, examples/")
     return result
+
+
+def stage_budget(teacher_steps: int, steps: int, args) -> str:
+    """The budget column: the steps trained (under --minutes, what fitted), the batch."""
+    own = f"{teacher_steps} MixIT + {steps} steps" if teacher_steps else f"{steps} steps"
+    return own + f", B={args.batch} x {args.seconds:g} s"
 
 
 def training_plan(args) -> str:

@@ -162,6 +162,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--out", help="run folder (default runs/<dataset>-<mode>)")
     p.add_argument("--resume", action="store_true", help="continue the stages found in --out")
     p.add_argument("--ckpt-every", type=int, default=500, help="checkpoint period in steps")
+    p.add_argument("--minutes", type=float,
+                   help="wall-clock budget of each training stage: after its first 50 steps the step "
+                        "count is cut to what fits (never raised above --steps / --teacher-steps)")
     p.add_argument("--compile", action=argparse.BooleanOptionalAction,
                    help="torch.compile the trained network and its EMA / teacher copies "
                         "(default: on for --net paper on CUDA)")
@@ -212,6 +215,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error(f"--teacher is only used by modes {', '.join(NEEDS_TEACHER)}")
     if min(args.steps, args.teacher_steps, args.batch, args.eval_size) < 1:
         p.error("--steps, --teacher-steps, --batch and --eval-size must be positive")
+    if args.minutes is not None and args.minutes <= 0:
+        p.error("--minutes must be positive")
     if not 0.0 <= args.ema <= 1.0:
         p.error("--ema must be in [0, 1]")
     training.check_batch(p, args.batch)
@@ -303,7 +308,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
             return remixit_loss(est, x_tilde).mean()                       # SURF (16)
         return self_remixing_loss(est, x_tilde, pi, m).mean()              # SURF (17)
     # SURF, Algorithm 1: hybrid teacher (D.3) -> remix -> PIT at t = 0 -> RM-FM / SR-FM.
-    beta = beta_at(stage.step, a.beta_steps)
+    beta = beta_at(stage.step, training.share_of_stage(a.beta_steps, stage))   # SURF D.3
     with torch.no_grad():
         x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher_fwd(mm), K, a.merge),
                                       stage.ema_fwd, m, K, beta, generator=g)   # line 4

@@ -292,6 +292,7 @@ class Stage:
                  init: Callable[[torch.nn.Module], object] | None = None,
                  find_unused_parameters: bool = False):
         self.name, self.kind, self.args, self.device, self.total = name, kind, args, device, total
+        self.asked = total                          # the step count asked for (--minutes may cut total)
         self.seed = seed
         self.path = os.path.join(args.out, f"{name}.pt")
         torch.manual_seed(seed + 2)                                         # init, dropout
@@ -437,11 +438,19 @@ def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor],
     bar = tqdm(total=stage.total, initial=stage.step, desc=stage.name, dynamic_ncols=True,
                mininterval=0.5 if sys.stderr.isatty() else 30,                # sparse in log files
                disable=not is_main())
+    minutes, t_fit = getattr(a, "minutes", None), None
     while stage.step < stage.total:
         loss = optimizer_step(stage, loss_fn)
         stage.step += 1
         losses.append(loss.item())
         bar.update(1)
+        if minutes and len(losses) == FIT_FROM:
+            t_fit = time.time()                                            # compiled and warm by now
+        if minutes and len(losses) == FIT_FROM + FIT_OVER:
+            stage.total = from_main(lambda: steps_that_fit(stage, minutes * 60 - (time.time() - t0),
+                                                           (time.time() - t_fit) / FIT_OVER))
+            bar.total = stage.total
+            bar.refresh()
         if stage.step % 50 == 0:
             bar.set_postfix(loss=f"{sum(losses[-50:]) / len(losses[-50:]):.3g}")
         validate_now(stage, validate)                                      # before the save
@@ -457,6 +466,30 @@ def train_stage(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor],
             "sec_per_step": round((time.time() - t0) / steps, 4) if steps else None,
             "final_loss": sum(losses[-50:]) / len(losses[-50:]) if losses else None,
             "curve": list(stage.curve)}
+
+
+# ``--minutes``: the step rate is measured over FIT_OVER steps after the first FIT_FROM of a run
+# (torch.compile and the first CUDA kernels make those slow), then the stage's step count is cut
+# to what the time left allows. FIT_MARGIN leaves room for validations and checkpoints.
+FIT_FROM, FIT_OVER, FIT_MARGIN = 10, 40, 0.9
+
+
+def steps_that_fit(stage: Stage, seconds_left: float, sec_per_step: float) -> int:
+    """The stage's new step count under ``--minutes``: never more than asked (``--steps``),
+    never fewer than done. The schedule (``lr_at``) follows the new total from the next step,
+    which is still in or near the warm-up. Printed, and kept in the checkpoint's total_steps."""
+    fit = stage.step + int(FIT_MARGIN * max(0.0, seconds_left) / max(sec_per_step, 1e-9))
+    total = max(stage.step, min(stage.total, fit))
+    if is_main():
+        print(f"\n{stage.name}: {sec_per_step:.3f} s/step, --minutes {stage.args.minutes:g} -> "
+              f"{total} steps (asked {stage.total})", file=sys.stderr)
+    return total
+
+
+def share_of_stage(steps: int, stage: Stage) -> int:
+    """``steps`` scaled by how much of the asked step count ``--minutes`` left (``steps`` itself
+    without it): the hybrid teacher's beta then decays over the same share of a cut stage."""
+    return round(steps * stage.total / stage.asked)
 
 
 def resume_or_start(stage: Stage, resume: bool, loss_fn: Callable[[Stage], torch.Tensor],

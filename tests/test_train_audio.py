@@ -222,3 +222,41 @@ def test_reg_net_convtasnet_trains_and_separates(tmp_path):
     x = torch.randn(3 * sr, generator=torch.Generator().manual_seed(0)).double() * 0.1
     est = separate.separate_signal(net, x, sr)
     assert est.shape == (2, len(x)) and torch.allclose(est.sum(0), x, atol=1e-4)
+
+
+def test_minutes_cuts_a_stage_to_what_fits_and_beta_follows(tmp_path, capsys):
+    # --minutes: after FIT_FROM + FIT_OVER steps the step count becomes what the time left
+    # allows. A budget far below one step's time cuts the stage right there; with it ignored
+    # the stage would run its 60 steps.
+    n = training.FIT_FROM + training.FIT_OVER
+    res = run(tmp_path, "--mode", "sup-reg", "--steps", "60", "--minutes", "1e-6")
+    assert res["stages"][0]["steps"] == n and res["stages"][0]["steps_this_run"] == n
+    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-reg.pt"))
+    assert ckpt["step"] == ckpt["total_steps"] == n
+    assert res["budget"].startswith(f"{n} steps")                       # what was trained, not asked
+    assert f"--minutes 1e-06 -> {n} steps (asked 60)" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        train_audio.parse_args(["--minutes", "0"])
+
+
+def test_steps_that_fit_never_exceeds_the_ask_nor_undoes_steps():
+    stage = type("S", (), {})()
+    stage.name, stage.step, stage.total, stage.asked = "x", 50, 1000, 1000
+    stage.args = type("A", (), {"minutes": 1.0})()
+    # 100 s left at 0.1 s a step: 1000 steps would fit, FIT_MARGIN keeps 900 of them
+    assert training.steps_that_fit(stage, 100.0, 0.1) == 50 + int(training.FIT_MARGIN * 1000)
+    assert training.steps_that_fit(stage, 1e6, 0.1) == 1000                    # never raised
+    assert training.steps_that_fit(stage, -5.0, 0.1) == 50                     # time already up
+    stage.total = 400                                                          # cut to 40 % ...
+    assert training.share_of_stage(2000, stage) == 800                         # ... beta's too
+
+
+def test_eval_size_zero_trains_only(tmp_path, capsys):
+    res = run(tmp_path, "--mode", "mixit", "--eval-size", "0")
+    assert res["rows"] == [] and res["stages"][0]["steps"] == 2
+    assert (tmp_path / "mixit.pt").is_file() and not (tmp_path / "examples").exists()
+    assert "--evaluate" in capsys.readouterr().out
+    with open(tmp_path / "results.json") as f:
+        assert json.load(f)["budget"].startswith("2 steps")
+    with pytest.raises(SystemExit):                                            # scoring needs mixtures
+        train_audio.parse_args(["--evaluate", str(tmp_path / "mixit.pt"), "--eval-size", "0"])
