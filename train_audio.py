@@ -222,12 +222,18 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--evaluate", nargs="+", metavar="CKPT",
                    help="score checkpoints (full or --export-ed) on the test mixtures of --data "
                         "(--eval-size, --eval-seconds, --eval-snr), print the table, exit")
+    p.add_argument("--weights", choices=("ema", "raw"), default="ema",
+                   help="with --evaluate: the EMA copy (what a run is scored on) or the trained "
+                        "weights themselves (full checkpoints only; early in a run the EMA copy "
+                        "still holds much of the initialisation)")
     args = p.parse_args(argv)
     if args.plot and not args.collect:
         p.error("--plot goes with --collect DIR")
     if args.collect or args.export:
         training.single_process(p, "--collect" if args.collect else "--export")
         return args
+    if args.weights != "ema" and not args.evaluate:
+        p.error("--weights goes with --evaluate")
     if args.evaluate:
         training.single_process(p, "--evaluate")
     training.pick_device(p, args)                                          # the defaults depend on it
@@ -666,8 +672,13 @@ def evaluate_checkpoints(args) -> dict:
     except A.AudioDataError as e:
         raise SystemExit(f"error: {e}") from None
     rows, noisy_rows = [], []
+    which = "model" if args.weights == "raw" else "ema"
     for path, ckpt in ckpts:
-        net, name = network_from(ckpt).to(device), METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
+        if which not in ckpt:
+            raise SystemExit(f"error: {path} holds no trained weights (an --export-ed checkpoint keeps "
+                             f"the EMA copy only); drop --weights raw or give the run's own checkpoint")
+        net, name = network_from(ckpt, which).to(device), METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
+        name += " (raw weights)" if which == "model" else ""
         est = separate(net, m, device, args.seed)
         for r in method_rows(name, est, ref, m, sr, args.task, args.K):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
@@ -676,7 +687,8 @@ def evaluate_checkpoints(args) -> dict:
             noisy_rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
-    print(test_set_header(len(m), args, sr, f"from {args.data}, 5-step Euler for flows, EMA weights"))
+    what = "trained (raw) weights" if which == "model" else "EMA weights"
+    print(test_set_header(len(m), args, sr, f"from {args.data}, 5-step Euler for flows, {what}"))
     print(table(rows) + noisy_speech_text(noisy_rows, noisy, args, sr), end="")
     return {"rows": rows, "noisy_speech": noisy_rows} if noisy is not None else {"rows": rows}
 

@@ -260,3 +260,19 @@ def test_eval_size_zero_trains_only(tmp_path, capsys):
         assert json.load(f)["budget"].startswith("2 steps")
     with pytest.raises(SystemExit):                                            # scoring needs mixtures
         train_audio.parse_args(["--evaluate", str(tmp_path / "mixit.pt"), "--eval-size", "0"])
+
+
+def test_evaluate_raw_weights_scores_the_trained_network(tmp_path):
+    res = run(tmp_path, "--mode", "sup-reg", "--ema", "0.9")              # EMA far from the weights
+    ev = lambda *x: train_audio.main(["--evaluate", *x, "--eval-size", "2", "--eval-seconds", "0.5",  # noqa: E731
+                                      "--threads", "1"])["rows"][0]
+    ckpt = str(tmp_path / "sup-reg.pt")
+    ema, raw = ev(ckpt), ev(ckpt, "--weights", "raw")
+    assert ema["si_sdri"] == pytest.approx(res["rows"][0]["si_sdri"], abs=1e-6)    # the run's own row
+    assert raw["method"] == "supervised regression (raw weights)"
+    assert abs(raw["si_sdri"] - ema["si_sdri"]) > 1e-4                          # another network
+    train_audio.main(["--export", ckpt, str(tmp_path / "small.pt")])
+    with pytest.raises(SystemExit, match="no trained weights"):
+        ev(str(tmp_path / "small.pt"), "--weights", "raw")
+    with pytest.raises(SystemExit):
+        train_audio.parse_args(["--weights", "raw"])                            # only with --evaluate
