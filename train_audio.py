@@ -765,7 +765,9 @@ def collect(folder: str, plot: str | None = None) -> None:
     for i, (task, group) in enumerate(sorted(by_task.items(), key=lambda kv: kv[0] != "speech")):
         if i:
             print(f"\n{task}:\n")
-        print(table(training.collect_rows(folder, list(METHOD_NAMES.values()), group)), end="")  # Table order
+        rows = training.collect_rows(folder, list(METHOD_NAMES.values()), group)         # Table order
+        print(table(rows) if rows else "(no scored rows: runs trained with --eval-size 0; score them "
+              "with --evaluate)\n", end="")
     if plot:
         # a FUSS validator stores the MSi of the raw outputs under the same key (``validator``):
         # say so on the axis, and do not call the MixIT curve merged

@@ -596,7 +596,7 @@ def collect_rows(folder: str, order: list[str], results: list[dict] | None = Non
             label = r["method"] + (f" [{res['run']}]" if len(runs_of[r["method"]]) > 1 else "")
             rank = order.index(r["method"]) if r["method"] in order else len(order)
             ranked.append((rank, dict(r, method=label, budget=res["budget"])))
-    if not ranked:
+    if not results:
         raise SystemExit(f"error: no */results.json under {folder!r}")
     ranked.sort(key=lambda x: x[0])                        # stable: runs keep their path order
     return [row for _, row in ranked]

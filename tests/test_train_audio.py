@@ -252,12 +252,14 @@ def test_steps_that_fit_never_exceeds_the_ask_nor_undoes_steps():
 
 
 def test_eval_size_zero_trains_only(tmp_path, capsys):
-    res = run(tmp_path, "--mode", "mixit", "--eval-size", "0")
+    res = run(tmp_path / "t", "--mode", "mixit", "--eval-size", "0")
     assert res["rows"] == [] and res["stages"][0]["steps"] == 2
-    assert (tmp_path / "mixit.pt").is_file() and not (tmp_path / "examples").exists()
+    assert (tmp_path / "t" / "mixit.pt").is_file() and not (tmp_path / "t" / "examples").exists()
     assert "--evaluate" in capsys.readouterr().out
-    with open(tmp_path / "results.json") as f:
+    with open(tmp_path / "t" / "results.json") as f:
         assert json.load(f)["budget"].startswith("2 steps")
+    train_audio.main(["--collect", str(tmp_path)])                             # such runs collect too
+    assert "no scored rows" in capsys.readouterr().out
     with pytest.raises(SystemExit):                                            # scoring needs mixtures
         train_audio.parse_args(["--evaluate", str(tmp_path / "mixit.pt"), "--eval-size", "0"])
 
