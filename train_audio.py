@@ -813,8 +813,10 @@ def train_and_evaluate(args) -> dict:
 
     def load_data():
         try:
-            tests = (test_set(args, sr), noisy_speech_set(args, sr)) if args.eval_size else ((None, None), None)
-            return (training_data(args, sr), tests[0], validation_set(args, sr), tests[1])
+            data, val = training_data(args, sr), validation_set(args, sr)
+            if not args.eval_size:                                         # train only
+                return data, (None, None), val, None
+            return data, test_set(args, sr), val, noisy_speech_set(args, sr)
         except A.AudioDataError as e:
             raise SystemExit(f"error: {e}") from None
     data, (m, ref), val, noisy = training.in_turn(load_data)
@@ -842,23 +844,17 @@ def train_and_evaluate(args) -> dict:
     logs.append(log)
     if not main_rank:
         return {}                                # rank 0 evaluates and writes the results
-    if not args.eval_size:                       # train only: the stages' logs and curves
-        result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
-                  "budget": stage_budget(teacher_steps, stage.step, args), "stages": logs, "rows": [],
-                  "total_seconds": round(time.time() - t_start, 1), "device": str(device),
-                  "args": vars(args)}
-        write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
-        print(f"trained, not scored (--eval-size 0): python train_audio.py --evaluate "
-              f"{os.path.join(args.out, args.mode + '.pt')} --data {args.data}")
-        return result
 
     t_eval = time.time()
-    rows, est = evaluate(args, device, stage.ema, teacher if args.mode in NEEDS_TEACHER else None,
-                         m, ref, sr)
     budget = stage_budget(teacher_steps, stage.step, args)
-    noisy_rows = [] if noisy is None else noisy_speech_rows(
-        [(METHOD_NAMES[args.mode], stage.ema)] +
-        ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed)
+    rows, noisy_rows = [], []                    # --eval-size 0: train only, the stages' curves
+    if args.eval_size:
+        rows, est = evaluate(args, device, stage.ema, teacher if args.mode in NEEDS_TEACHER else None,
+                             m, ref, sr)
+    if noisy is not None:
+        noisy_rows = noisy_speech_rows(
+            [(METHOD_NAMES[args.mode], stage.ema)] +
+            ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed)
     for r in rows + noisy_rows:
         r["budget"] = budget
     result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
@@ -871,6 +867,10 @@ def train_and_evaluate(args) -> dict:
     if noisy is not None:
         result["noisy_speech"] = noisy_rows
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
+    if not args.eval_size:
+        print(f"trained, not scored (--eval-size 0): python train_audio.py --evaluate "
+              f"{os.path.join(args.out, args.mode + '.pt')} --data {args.data}")
+        return result
     text = table(rows, budget) + noisy_speech_text(noisy_rows, noisy, args, sr)
     write_text(os.path.join(args.out, "results.md"), text)
     write_examples(os.path.join(args.out, "examples"), m, ref, est, sr, k=args.K)
