@@ -55,7 +55,9 @@ def test_inputs_are_brought_to_the_models_level(tmp_path):
         src = separate._Input(str(tmp_path / "mix.wav"), target)
         seen = A.active_level(A.frame_powers(src.read(0, src.T), 800))
         assert seen == pytest.approx(target or separate.TRAINING_RMS, rel=1e-6)
-    assert separate.load_model(separate.SURF_CHECKPOINT)[0].input_level is None   # older: the speech level
+    older = os.path.join(separate.HERE, "surf_mini", "assets", "surf_sr_demo.pt")
+    assert separate.load_model(older)[0].input_level is None                  # older: the speech level
+    assert separate.load_model(separate.SURF_CHECKPOINT)[0].input_level == pytest.approx(0.1407, abs=1e-4)
 
 
 def test_the_surf_checkpoint_separates_a_file(tmp_path):
