@@ -21,6 +21,14 @@ to N (``mixit.merge_weights``, the rule of ``merge_outputs``, which keeps their 
 Outputs are 32-bit float wav (never clipped). Every output goes to a temporary file first and
 is renamed once all outputs of that input are written: an error leaves no partial file. Bad
 input gives one line on stderr and exit status 1.
+
+``--score`` (the optional DNSMOS extra, ``pip install -r requirements-dnsmos.txt``): after each
+input's outputs are written, DNSMOS P.835 (Reddy et al. 2022; reference-free SIG / BAK / OVRL,
+``metrics.dnsmos``: 16 kHz, other rates resampled, 9.01 s windows a second apart) of the input
+mixture and of each output, printed as a table and written to ``<name>_dnsmos.json`` beside the
+outputs (temporary file, then rename). Without the extra: one line saying how to install it,
+and the separation goes on unscored. DNSMOS costs about 0.75 s of one core per 9 s window
+(docs/benchmarks.md), so scoring takes longer than separating.
 """
 from __future__ import annotations
 
@@ -62,7 +70,7 @@ def load_model(path: str, device: str = "cpu"):
     """(network, sample_rate) from a train_audio.py checkpoint (full or ``--export``-ed)."""
     import train_audio
     ckpt = train_audio.read_checkpoint(path)               # one-line SystemExit when unusable
-    net = train_audio.network_from(ckpt).to(device).eval().requires_grad_(False)
+    net = train_audio.network_from(ckpt, "ema", path).to(device).eval().requires_grad_(False)
     net.shaping = ckpt.get("shaping", "plain")             # how x_0's noise was shaped in training
     net.input_level = ckpt.get("input_level")              # its training mixtures' level (older: none)
     return net, int(ckpt["sample_rate"])
@@ -267,6 +275,40 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
 
 
 # --------------------------------------------------------------------------------------
+# --score: DNSMOS P.835 of the input and of its outputs (optional extra)
+# --------------------------------------------------------------------------------------
+
+def score_file(path: str, outputs: list[str], out_dir: str | None, threads: int = 1) -> tuple[str, str]:
+    """DNSMOS SIG / BAK / OVRL (``metrics.dnsmos_file``: read from disk window by window, 16 kHz)
+    of the input mixture ``path`` and of each written output; writes ``<name>_dnsmos.json``
+    beside the outputs (temporary file, then rename) and returns (the table, the JSON path)."""
+    import json
+    from surf_mini.metrics import DNSMOS_WINDOW_S, dnsmos_file
+    rows = [dict(signal="mixture", file=path, **dnsmos_file(path, threads))]
+    rows += [dict(signal=os.path.basename(o), file=o, **dnsmos_file(o, threads)) for o in outputs]
+    folder = out_dir or os.path.dirname(os.path.abspath(path))
+    stem = os.path.splitext(os.path.basename(path))[0]
+    final = os.path.join(folder, f"{stem}_dnsmos.json")
+    tmp = os.path.join(folder, f".{stem}_dnsmos.tmp{os.getpid()}.json")
+    report = {"input": path, "metric": f"DNSMOS P.835 (Reddy et al. 2022), reference-free, at 16 kHz "
+                                      f"(other rates resampled), means over {DNSMOS_WINDOW_S} s windows "
+                                      f"one second apart (surf_mini.metrics.dnsmos)",
+              "scores": rows}
+    try:
+        with open(tmp, "w") as fh:
+            json.dump(report, fh, indent=1)
+        os.replace(tmp, final)
+    except OSError as e:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise SeparationError(f"{folder}: cannot write {os.path.basename(final)} ({e.strerror})") from None
+    lines = [f"DNSMOS P.835 of {path} (reference-free, 16 kHz):", "| signal | SIG | BAK | OVRL |",
+             "|---|---|---|---|"]
+    lines += [f"| {r['signal']} | {r['sig']:.2f} | {r['bak']:.2f} | {r['ovrl']:.2f} |" for r in rows]
+    return "\n".join(lines), final
+
+
+# --------------------------------------------------------------------------------------
 # Command line
 # --------------------------------------------------------------------------------------
 
@@ -303,7 +345,10 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="chunks separated at a time")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the flows' starting noise")
-    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--threads", type=int, help="torch CPU threads (and DNSMOS's, with --score; default 1 there)")
+    p.add_argument("--score", action="store_true",
+                   help="also print DNSMOS P.835 SIG/BAK/OVRL of the input and of each output and write "
+                        "them to <name>_dnsmos.json (optional extra: pip install -r requirements-dnsmos.txt)")
     args = p.parse_args(argv)
     if args.steps < 1 or args.batch < 1 or args.chunk <= 0 or args.overlap < 0 or args.overlap >= args.chunk:
         p.error("need --steps >= 1, --batch >= 1, --chunk > 0 and 0 <= --overlap < --chunk")
@@ -334,6 +379,13 @@ def main(argv=None) -> list[str]:
                 raise SeparationError(f"{args.out_dir}: the output folder is not writable")
     except SeparationError as e:
         raise SystemExit(f"error: {e}") from None
+    if args.score:                         # the optional extra: checked once, before any work
+        from surf_mini.metrics import DNSMOSMissing, dnsmos_session
+        try:
+            dnsmos_session(args.threads or 1)
+        except DNSMOSMissing as e:
+            print(f"note: --score: {e}; separating without scores", file=sys.stderr)
+            args.score = False
     net, model_sr = load_model(args.checkpoint, args.device)
     if args.num_sources and args.num_sources > outputs_of(net):
         raise SystemExit(f"error: --num-sources {args.num_sources} but the model has "
@@ -345,6 +397,9 @@ def main(argv=None) -> list[str]:
                 paths = separate_file(net, model_sr, f, args.out_dir, args)
                 written += paths
                 print(f"{f} -> {', '.join(paths)}")
+                if args.score:
+                    text, report = score_file(f, paths, args.out_dir, args.threads or 1)
+                    print(f"{text}\nwrote {report}")
             except SeparationError as e:
                 print(f"error: {e}", file=sys.stderr)
                 failed += 1

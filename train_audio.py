@@ -32,6 +32,9 @@ in flow mode or in regression mode (mixture in, K outputs). Training data, one o
 Evaluation: ``--eval-size`` fixed two-speaker mixtures of the held-out speakers of ``--data``
 (or the mixtures of ``--eval-csv``), SI-SDR, SI-SDRi, ESTOI and wide-band PESQ; flows sample
 with 5-step Euler. ``results.json``, ``results.md`` and ``examples/*.wav`` go to ``--out``.
+``--dnsmos`` (optional extra, ``pip install -r requirements-dnsmos.txt``; docs/speech.md, "DNSMOS")
+adds the reference-free DNSMOS P.835 SIG / BAK / OVRL of the separated sources (resampled to
+16 kHz) and a ceiling row, the references' own DNSMOS, to the speech and noisy-speech tables.
 
 Where it runs (docs/training-on-gpus.md). With ``--librimix`` (or ``--net paper``) on a CUDA GPU
 the defaults are the GPU budget (``PRESETS["gpu"]``: the paper networks, 20k MixIT + 15k steps
@@ -72,6 +75,7 @@ import torch
 from surf_mini import audio_data as A
 from surf_mini import fuss_data as F
 from surf_mini import training
+from surf_mini.checkpoints import load_network
 from surf_mini.convtasnet import ConvTasNet, ConvTasNetConfig
 from surf_mini.convtasnet import make_config as tasnet_config
 from surf_mini.ema import beta_at, hybrid_teacher_sample
@@ -226,6 +230,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="with --evaluate: the EMA copy (what a run is scored on) or the trained "
                         "weights themselves (full checkpoints only; early in a run the EMA copy "
                         "still holds much of the initialisation)")
+    p.add_argument("--dnsmos", action="store_true",
+                   help="also score DNSMOS P.835 SIG/BAK/OVRL (reference-free; mean over the separated "
+                        "sources, resampled to 16 kHz) plus a ceiling row of the references' own, in the "
+                        "speech and noisy-speech tables (--evaluate and the end-of-run scoring; about 3 s "
+                        "of CPU per 4 s source; optional extra: pip install -r requirements-dnsmos.txt)")
     args = p.parse_args(argv)
     if args.plot and not args.collect:
         p.error("--plot goes with --collect DIR")
@@ -316,12 +325,13 @@ def build(config) -> torch.nn.Module:
     return ConvTasNet(config) if isinstance(config, ConvTasNetConfig) else MBTFLocoformer(config)
 
 
-def network_from(ckpt: dict, which: str = "ema") -> torch.nn.Module:
-    """Rebuild the network a checkpoint describes (``arch`` + ``config``) and load ``which``."""
-    cls = {"convtasnet": ConvTasNetConfig, "locoformer": LocoformerConfig}[ckpt["arch"]]
-    net = build(cls(**ckpt["config"]))
-    net.load_state_dict(ckpt[which])
-    return net
+def network_from(ckpt: dict, which: str = "ema", path: str = "checkpoint") -> torch.nn.Module:
+    """Rebuild the network a checkpoint describes (``arch`` + ``config``) and load ``which``;
+    one line (naming ``path``) when the config or the weights do not fit."""
+    def make(c: dict) -> torch.nn.Module:
+        cls = {"convtasnet": ConvTasNetConfig, "locoformer": LocoformerConfig}[c["arch"]]
+        return build(cls(**c["config"]))
+    return load_network(path, ckpt, make, which)
 
 
 def read_checkpoint(path: str) -> dict:
@@ -562,13 +572,50 @@ def validator(m: torch.Tensor, ref: torch.Tensor, sr: int, device, seed: int, k:
     return validate
 
 
-def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "", k: int = K) -> dict:
-    s = audio_scores(est, ref, m, sr, grouping)
+def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "", k: int = K,
+          dnsmos: bool = False) -> dict:
+    """One speech row. ``dnsmos`` (``--dnsmos``): also DNSMOS P.835 SIG / BAK / OVRL, the mean
+    over every separated source (after the grouping; resampled to 16 kHz, ``metrics.dnsmos``)."""
+    s = audio_scores(est, ref, m, sr, grouping, dnsmos=dnsmos)
     sem = lambda x: (x.mean(1).std() / math.sqrt(len(x))).item()        # noqa: E731
-    return {"method": name, "si_sdr": s["si_sdr"].mean().item(), "si_sdri": s["si_sdri"].mean().item(),
-            "si_sdri_sem": sem(s["si_sdri"]), "estoi": s["estoi"].mean().item(),
-            "pesq": s["pesq"].mean().item(), "n": len(est), "outputs": est.shape[1],
-            "grouping": grouping if est.shape[1] > k else "PIT", "note": note}
+    row = {"method": name, "si_sdr": s["si_sdr"].mean().item(), "si_sdri": s["si_sdri"].mean().item(),
+           "si_sdri_sem": sem(s["si_sdri"]), "estoi": s["estoi"].mean().item(),
+           "pesq": s["pesq"].mean().item(), "n": len(est), "outputs": est.shape[1],
+           "grouping": grouping if est.shape[1] > k else "PIT", "note": note}
+    if dnsmos:
+        row.update({key: s[key].mean().item() for key in DNSMOS_KEYS})
+    return row
+
+
+# --dnsmos (the optional DNSMOS extra, metrics.dnsmos): three more columns in the speech rows
+# and the noisy-speech rows (not in FUSS's sound-event table: DNSMOS rates speech), and a
+# ceiling row, the references' own DNSMOS (what a perfect separator would score).
+DNSMOS_KEYS = ("dnsmos_sig", "dnsmos_bak", "dnsmos_ovrl")
+DNSMOS_CEILING = "references (DNSMOS ceiling)"
+
+
+def dnsmos_wanted(args) -> bool:
+    """``--dnsmos`` and the extra installed; else one line (the install command), and False:
+    the run goes on without the DNSMOS columns."""
+    if not getattr(args, "dnsmos", False):
+        return False
+    from surf_mini.metrics import DNSMOSMissing, dnsmos_session
+    try:
+        dnsmos_session()
+        return True
+    except DNSMOSMissing as e:
+        print(f"note: --dnsmos: {e}; scoring without the DNSMOS columns", file=sys.stderr)
+        return False
+
+
+def dnsmos_ceiling_row(ref, sr: int) -> dict:
+    """The references' own DNSMOS (ref [N, K, T] at ``sr``, resampled to 16 kHz), as a row."""
+    from surf_mini.metrics import dnsmos_scores
+    s = dnsmos_scores(ref, sr)
+    return {"method": DNSMOS_CEILING, "si_sdr": None, "si_sdri": None, "si_sdri_sem": None,
+            "estoi": None, "pesq": None, "n": len(ref), "outputs": ref.shape[1], "grouping": "–",
+            "note": "the references themselves", "budget": "",
+            **{f"dnsmos_{k}": v.mean().item() for k, v in s.items()}}
 
 
 FUSS_KEYS = ("1S", "2Si", "3Si", "4Si", "MSi")
@@ -605,38 +652,43 @@ def evaluate(args, device, main, teacher, m, ref, sr) -> tuple[list[dict], torch
     own best output; extra outputs count only for over-separation), and merged to 4, what a
     student is fed; the K = 4 networks as they are ("raw")."""
     rows = []
+    dnsmos = getattr(args, "dnsmos", False)
     if teacher is not None:
         t_est = separate(teacher, m, device, args.seed)
         rows = [dict(r, note="what the student is fed") if r["grouping"] == "merged" else r
-                for r in method_rows("its MixIT teacher", t_est, ref, m, sr, args.task, args.K)]
+                for r in method_rows("its MixIT teacher", t_est, ref, m, sr, args.task, args.K, dnsmos)]
     est = separate(main, m, device, args.seed)
-    return method_rows(METHOD_NAMES[args.mode], est, ref, m, sr, args.task, args.K) + rows, est
+    return method_rows(METHOD_NAMES[args.mode], est, ref, m, sr, args.task, args.K, dnsmos) + rows, est
 
 
-def method_rows(name: str, est, ref, m, sr: int, task: str = "speech", k: int = K) -> list[dict]:
+def method_rows(name: str, est, ref, m, sr: int, task: str = "speech", k: int = K,
+                dnsmos: bool = False) -> list[dict]:
     """A network's own rows: FUSS raw (+ merged to K when it has more outputs); speech PIT for
-    K outputs, else merged (reference-free, what a student is fed) and the oracle grouping."""
+    K outputs, else merged (reference-free, what a student is fed) and the oracle grouping.
+    ``dnsmos``: the speech rows get the DNSMOS columns (FUSS's rows never do)."""
     if task == "fuss":
         return [fuss_row(name, est, ref, m, "raw")] + \
             ([fuss_row(name, est, ref, m, "merged")] if est.shape[1] > k else [])
     if est.shape[1] > k:
-        return [score(name, est, ref, m, sr, "merged"), score(name, est, ref, m, sr, "oracle")]
-    return [score(name, est, ref, m, sr, "PIT")]
+        return [score(name, est, ref, m, sr, "merged", dnsmos=dnsmos),
+                score(name, est, ref, m, sr, "oracle", dnsmos=dnsmos)]
+    return [score(name, est, ref, m, sr, "PIT", dnsmos=dnsmos)]
 
 
-def noisy_speech_row(name: str, est, ref, m, sr: int, note: str = "") -> dict:
+def noisy_speech_row(name: str, est, ref, m, sr: int, note: str = "", dnsmos: bool = False) -> dict:
     """SURF Table 3's noisy speech: the outputs [N, M, T] grouped onto (speech, background)
     [N, 2, T] with the references (``oracle_grouping``: each output goes to the one it helps,
     FUSS style, and the outputs of each are summed), then SI-SDR(i), ESTOI and PESQ of the
-    speech alone."""
+    speech alone (and with ``dnsmos`` its DNSMOS)."""
     speech = oracle_grouping(est.double(), ref.double())[:, :1]                 # [N, 1, T]
-    row = score(name, speech, ref[:, :1], m, sr, "oracle", note, k=1)
+    row = score(name, speech, ref[:, :1], m, sr, "oracle", note, k=1, dnsmos=dnsmos)
     return dict(row, outputs=est.shape[1], grouping="oracle, speech / background")
 
 
-def noisy_speech_rows(nets: list, m, ref, sr: int, device, seed: int) -> list[dict]:
+def noisy_speech_rows(nets: list, m, ref, sr: int, device, seed: int, dnsmos: bool = False) -> list[dict]:
     """``noisy_speech_row`` for each (name, network) on the noisy-speech mixtures."""
-    return [noisy_speech_row(name, separate(net, m, device, seed), ref, m, sr) for name, net in nets]
+    return [noisy_speech_row(name, separate(net, m, device, seed), ref, m, sr, dnsmos=dnsmos)
+            for name, net in nets]
 
 
 def noisy_speech_text(rows: list[dict], noisy, args, sr: int) -> str:
@@ -666,6 +718,8 @@ def evaluate_checkpoints(args) -> dict:
         task = (c.get("trained_with") or c.get("args") or {}).get("task") or "speech"
         if task != args.task:
             raise SystemExit(f"error: {path} was trained for --task {task}; evaluate it with --task {task}")
+    args.dnsmos = dnsmos_wanted(args)                # the extra missing: one line, no DNSMOS columns
+    dnsmos = args.dnsmos
     try:
         m, ref = test_set(args, sr)
         noisy = noisy_speech_set(args, sr)
@@ -677,20 +731,37 @@ def evaluate_checkpoints(args) -> dict:
         if which not in ckpt:
             raise SystemExit(f"error: {path} holds no trained weights (an --export-ed checkpoint keeps "
                              f"the EMA copy only); drop --weights raw or give the run's own checkpoint")
-        net, name = network_from(ckpt, which).to(device), METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
+        net, name = network_from(ckpt, which, path).to(device), METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
         name += " (raw weights)" if which == "model" else ""
         est = separate(net, m, device, args.seed)
-        for r in method_rows(name, est, ref, m, sr, args.task, args.K):
+        for r in method_rows(name, est, ref, m, sr, args.task, args.K, dnsmos):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
         if noisy is not None:
-            r = noisy_speech_rows([(name, net)], *noisy, sr, device, args.seed)[0]
+            r = noisy_speech_rows([(name, net)], *noisy, sr, device, args.seed, dnsmos)[0]
             noisy_rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+    ceilings = dnsmos_ceilings(args, ref, noisy, sr) if dnsmos else {}
     what = "trained (raw) weights" if which == "model" else "EMA weights"
     print(test_set_header(len(m), args, sr, f"from {args.data}, 5-step Euler for flows, {what}"))
-    print(table(rows) + noisy_speech_text(noisy_rows, noisy, args, sr), end="")
-    return {"rows": rows, "noisy_speech": noisy_rows} if noisy is not None else {"rows": rows}
+    print(table(rows + ceilings.get("rows", [])) +
+          noisy_speech_text(noisy_rows + ceilings.get("noisy_speech", []), noisy, args, sr), end="")
+    out = {"rows": rows, "noisy_speech": noisy_rows} if noisy is not None else {"rows": rows}
+    if ceilings:
+        out["dnsmos_ceiling"] = ceilings
+    return out
+
+
+def dnsmos_ceilings(args, ref, noisy, sr: int) -> dict:
+    """--dnsmos's ceiling rows, kept apart from "rows" (``--collect`` reads those as methods):
+    "rows" the speech references (speech task), "noisy_speech" the clean speech of the
+    noisy-speech set (FUSS task); each a one-row list."""
+    out = {}
+    if args.task != "fuss" and ref is not None:
+        out["rows"] = [dnsmos_ceiling_row(ref, sr)]
+    if noisy is not None:
+        out["noisy_speech"] = [dnsmos_ceiling_row(noisy[1][:, :1], sr)]
+    return out
 
 
 def test_set_header(n: int, args, sr: int, how: str) -> str:
@@ -717,11 +788,21 @@ def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) ->
 
 
 def markdown(rows: list[dict], budget: str = "") -> str:
-    lines = ["| method | outputs | matching | SI-SDR (dB) | SI-SDRi (dB) | ESTOI | PESQ | n | budget |",
-             "|---|---|---|---|---|---|---|---|---|"]
+    # DNSMOS columns (--dnsmos) when any row has them; a row without them shows "–" there, and
+    # the ceiling row (the references' own DNSMOS) shows "–" in the reference-based columns
+    dns = any("dnsmos_ovrl" in r for r in rows)
+    lines = ["| method | outputs | matching | SI-SDR (dB) | SI-SDRi (dB) | ESTOI | PESQ | "
+             + ("DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL | " if dns else "") + "n | budget |",
+             "|---|---|---|---|---|---|---|" + ("---|---|---|" if dns else "") + "---|---|"]
     for r in rows:
-        lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {r['si_sdr']:.2f} | "
-                     f"{r['si_sdri']:.2f} ± {r['si_sdri_sem']:.2f} | {r['estoi']:.3f} | {r['pesq']:.2f} | "
+        if r["si_sdr"] is None:                                              # the DNSMOS ceiling
+            scores = "– | – | – | – | "
+        else:
+            scores = (f"{r['si_sdr']:.2f} | {r['si_sdri']:.2f} ± {r['si_sdri_sem']:.2f} | "
+                      f"{r['estoi']:.3f} | {r['pesq']:.2f} | ")
+        if dns:
+            scores += "".join(f"{_db(r.get(k))} | " for k in DNSMOS_KEYS)
+        lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {scores}"
                      f"{r['n']} | {r.get('budget', budget)} |")
     return "\n".join(lines) + "\n"
 
@@ -806,6 +887,8 @@ def train_and_evaluate(args) -> dict:
     device = torch.device(args.device)
     training.setup_cuda(args)
     main_rank = training.is_main()
+    if main_rank and args.eval_size:             # --dnsmos without the extra: said now, in one line
+        args.dnsmos = dnsmos_wanted(args)
     if main_rank and args.net == "paper":
         print(f"budget: {training_plan(args)} (docs/training-on-gpus.md)", file=sys.stderr)
     t_start = time.time()
@@ -832,7 +915,7 @@ def train_and_evaluate(args) -> dict:
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} checkpoint "
                                  f"at {ckpt['sample_rate']} Hz with {outputs} outputs; need a MixIT one "
                                  f"at {sr} Hz with M = {args.M} (--task {args.task})")
-            teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
+            teacher, teacher_steps = network_from(ckpt, "ema", args.teacher).to(device), ckpt["step"]
             # the checkpoint's args are its provenance: record the reused teacher's real budget,
             # not the unused --teacher-steps default (export and --evaluate read it)
             args.teacher_steps = teacher_steps
@@ -854,9 +937,12 @@ def train_and_evaluate(args) -> dict:
     if noisy is not None:
         noisy_rows = noisy_speech_rows(
             [(METHOD_NAMES[args.mode], stage.ema)] +
-            ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed)
+            ([("its MixIT teacher", teacher)] if args.mode in NEEDS_TEACHER else []), *noisy, sr, device, args.seed,
+            getattr(args, "dnsmos", False))
     for r in rows + noisy_rows:
         r["budget"] = budget
+    ceilings = dnsmos_ceilings(args, ref if args.eval_size else None, noisy, sr) \
+        if getattr(args, "dnsmos", False) else {}
     result = {"task": args.task, "mode": args.mode, "net": args.net, "sample_rate": sr,
               "parameters": sum(p.numel() for p in stage.net.parameters()),
               "budget": budget, "stages": logs, "eval_seconds": round(time.time() - t_eval, 1),
@@ -866,12 +952,15 @@ def train_and_evaluate(args) -> dict:
         result["processes"] = training.WORLD.size
     if noisy is not None:
         result["noisy_speech"] = noisy_rows
+    if ceilings:
+        result["dnsmos_ceiling"] = ceilings
     write_text(os.path.join(args.out, "results.json"), json.dumps(result, indent=1))
     if not args.eval_size:
         print(f"trained, not scored (--eval-size 0): python train_audio.py --evaluate "
               f"{os.path.join(args.out, args.mode + '.pt')} --data {args.data}")
         return result
-    text = table(rows, budget) + noisy_speech_text(noisy_rows, noisy, args, sr)
+    text = table(rows + ceilings.get("rows", []), budget) + \
+        noisy_speech_text(noisy_rows + ceilings.get("noisy_speech", []), noisy, args, sr)
     write_text(os.path.join(args.out, "results.md"), text)
     write_examples(os.path.join(args.out, "examples"), m, ref, est, sr, k=args.K)
     print(test_set_header(len(m), args, sr, f"5-step Euler for flows, {result['total_seconds']:.0f} s on {device}"))

@@ -65,6 +65,9 @@ from surf_mini.mixit import MERGE_RULES, merge_outputs, mixit_loss, output_spars
 from surf_mini.ncsn import NCSN, NCSNConfig, make_config
 from surf_mini.pit import pit_loss
 from surf_mini.remix import mix, remixit_loss, self_remixing_loss, shuffle_sources, surf_loss
+from surf_mini.checkpoints import load_network
+from surf_mini.classifier import DEFAULT_PATH as CLASSIFIER_PATH
+from surf_mini.classifier import image_feature_scores, load_classifier
 from surf_mini.training import init_from, write_text
 
 MODES = ("sup-reg", "sup-flow", "mixit", "remixit", "selfremix", "rm", "sr")
@@ -123,7 +126,13 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--preset", choices=sorted(PRESETS), help="named settings (others override them)")
     p.add_argument("--dataset", choices=("mnist", "cifar10"))
     p.add_argument("--mode", choices=MODES)
-    p.add_argument("--net", choices=("cpu", "paper"), help="NCSN preset (ncsn.PRESETS)")
+    p.add_argument("--net", choices=("cpu", "cpu32", "paper"), help="NCSN preset (ncsn.PRESETS)")
+    p.add_argument("--nf", type=int, help="override the preset's base width (every network of the run)")
+    p.add_argument("--res-blocks", type=int, help="override the preset's residual blocks per level")
+    p.add_argument("--flow-head", default="velocity", choices=("velocity", "x1"),
+                   help="flow output: the velocity, or the clean sources x1 (ncsn.velocity_from_x1)")
+    p.add_argument("--loss-space", default="velocity", choices=("velocity", "x1"),
+                   help="flow loss on the velocity residual, or on it times (1 - t) (flow.in_x1_space)")
     p.add_argument("--steps", type=int, help="optimizer steps of the mode's own stage")
     p.add_argument("--teacher-steps", type=int,
                    help="optimizer steps of the MixIT teacher stage of remixit/selfremix/rm/sr")
@@ -148,6 +157,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--eval-seed", type=int, default=12345, help="seed of the test mixtures")
     p.add_argument("--eval-steps", default="floss5",
                    help="Euler schedule for flows: floss5 (FLOSS 5-step, SURF's) or N linear steps")
+    p.add_argument("--also-steps", type=int, default=25,
+                   help="flows are also scored with this many linear Euler steps, a column beside "
+                        "the --eval-steps one (0: off); FLOSS reports 25")
     p.add_argument("--val-every", type=int, default=500,
                    help="score the validation mixtures every N steps (0: never)")
     p.add_argument("--val-size", type=int, default=200, help="validation mixtures (training split's held-out part)")
@@ -237,25 +249,32 @@ def budget_flops(args) -> float:
 # Networks, checkpoints and stages (the loop itself is surf_mini.training's)
 # --------------------------------------------------------------------------------------
 
-def network_config(mode: str, net: str, channels: int) -> NCSNConfig:
+def network_config(mode: str, net: str, channels: int, head: str = "velocity", **overrides) -> NCSNConfig:
     """The network a mode trains: M = 4 regression for MixIT and the regression remixing
-    students, K = 2 regression for supervised regression, K = 2 flow otherwise."""
+    students, K = 2 regression for supervised regression, K = 2 flow (with ``head``) otherwise.
+    ``overrides`` (e.g. nf, num_res_blocks) change the preset for every mode alike."""
+    overrides = {k: v for k, v in overrides.items() if v is not None}
     if mode in ("mixit", "remixit", "selfremix"):
-        return make_config(net, channels, MIXIT_OUTPUTS, "regression")
+        return make_config(net, channels, MIXIT_OUTPUTS, "regression", **overrides)
     if mode == "sup-reg":
-        return make_config(net, channels, K, "regression")
-    return make_config(net, channels, K, "flow")
+        return make_config(net, channels, K, "regression", **overrides)
+    return make_config(net, channels, K, "flow", head=head, **overrides)
+
+
+def args_config(mode: str, args, channels: int) -> NCSNConfig:
+    """``network_config`` with this run's --net, --flow-head, --nf and --res-blocks."""
+    return network_config(mode, args.net, channels, getattr(args, "flow_head", "velocity"),
+                          nf=getattr(args, "nf", None), num_res_blocks=getattr(args, "res_blocks", None))
 
 
 def read_checkpoint(path: str) -> dict:
     return training.read_checkpoint(path, CKPT_KIND, "image")
 
 
-def network_from(ckpt: dict, which: str = "ema") -> NCSN:
-    """Rebuild the network a checkpoint describes and load its ``which`` weights."""
-    net = NCSN(NCSNConfig(**ckpt["config"]))
-    net.load_state_dict(ckpt[which])
-    return net
+def network_from(ckpt: dict, which: str = "ema", path: str = "checkpoint") -> NCSN:
+    """Rebuild the network a checkpoint describes and load its ``which`` weights; one line
+    (naming ``path``) when the config or the weights do not fit."""
+    return load_network(path, ckpt, lambda c: NCSN(NCSNConfig(**c["config"])), which)
 
 
 class Stage(training.Stage):
@@ -290,7 +309,8 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         return pit_loss(net(m), x, kind="mse").mean()
     if name == "sup-flow":                                                 # FLOSS (17)
         _, x = sources.batch(B)
-        return floss_loss(net, stage.mine(x), kind=a.flow_loss, time_kind=a.time, generator=g).mean()
+        return floss_loss(net, stage.mine(x), kind=a.flow_loss, time_kind=a.time, generator=g,
+                          space=a.loss_space).mean()
     if name == "mixit":                                                    # Wisdom et al. (2020)
         mix_a, mix_b = (stage.mine(t) for t in mixtures.mixit_pair(B))
         est = net(mix_a + mix_b)                                           # [B, M, C, H, W]
@@ -313,7 +333,7 @@ def stage_loss(stage: Stage) -> torch.Tensor:
         x_bar = hybrid_teacher_sample(lambda mm: merge_outputs(stage.teacher_fwd(mm), K, a.merge),
                                       stage.ema_fwd, m, K, beta, generator=g)   # line 4
     return surf_loss(net, x_bar, mode=name, kind=a.flow_loss, time_kind=a.time,
-                     generator=g).loss.mean()                              # lines 5-14
+                     generator=g, space=a.loss_space).loss.mean()                              # lines 5-14
 
 
 def optimizer_step(stage: Stage) -> torch.Tensor:
@@ -371,7 +391,20 @@ def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, no
            "note": note}
     if paper is not None:
         row.update(paper(*matched))
+    digits = digit_classifier() if matched[0].shape[-3:] == (1, 28, 28) else None
+    if digits is not None:                               # MNIST: the offline sharpness columns
+        row.update(image_feature_scores(*matched, digits))
     return row
+
+
+_DIGITS: list = []
+
+
+def digit_classifier():
+    """The shipped MNIST classifier (surf_mini/classifier.py), loaded once; None without it."""
+    if not _DIGITS:
+        _DIGITS.append(load_classifier() if os.path.isfile(CLASSIFIER_PATH) else None)
+    return _DIGITS[0]
 
 
 def paper_metrics(device):
@@ -433,7 +466,21 @@ def evaluate(args, device, main: NCSN, teacher: NCSN | None, m: torch.Tensor,
                           args.merge))
         rows.append(score("its MixIT teacher", t_est, ref, "oracle", paper=paper))
     est = crop(separate(main, m, device, args.seed, schedule=args.eval_steps))
-    return method_rows(METHOD_NAMES[args.mode], est, ref, paper, args.merge) + rows, est
+    own = method_rows(METHOD_NAMES[args.mode], est, ref, paper, args.merge)
+    return with_second_sampler(own, main, m, ref, device, args, crop) + rows, est
+
+
+def with_second_sampler(rows: list[dict], net: NCSN, m: torch.Tensor, ref: torch.Tensor, device,
+                        args, crop) -> list[dict]:
+    """A flow's row also scored with ``--also-steps`` linear Euler steps (issue 25: FLOSS's 5
+    steps are the headline, 25 steps beside them); regression rows are returned as they are."""
+    steps = getattr(args, "also_steps", 0)
+    if not net.flow or not steps or steps == args.eval_steps:
+        return rows
+    est = crop(separate(net, m, device, args.seed, schedule=steps))
+    alt = score(rows[0]["method"], est, ref, "PIT")
+    return [dict(rows[0], psnr_alt=alt["psnr"], psnr_alt_sem=alt["psnr_sem"], ssim_alt=alt["ssim"],
+                 alt_steps=steps)] + rows[1:]
 
 
 def method_rows(name: str, est: torch.Tensor, ref: torch.Tensor, paper=None,
@@ -453,7 +500,8 @@ def export(src: str, dst: str) -> None:
     small["trained_with"] = {k: ckpt["args"].get(k) for k in
                              ("dataset", "mode", "net", "steps", "teacher_steps", "batch", "lr",
                               "warmup", "ema", "beta_steps", "precision", "merge", "mixit_sparsity",
-                              "time", "flow_loss", "seed")}
+                              "time", "flow_loss", "flow_head", "loss_space", "nf", "res_blocks",
+                              "seed")}
     training.save_checkpoint(dst, small)
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
 
@@ -484,10 +532,12 @@ def evaluate_checkpoints(args) -> list[dict]:
     paper = paper_metrics(device) if args.paper_metrics else None
     rows = []
     for path, ckpt in ckpts:
-        net = network_from(ckpt).to(device)
+        net = network_from(ckpt, "ema", path).to(device)
         padded, size = D.pad_to_multiple(m, net.config.size_multiple)
-        est = D.crop_center(separate(net, padded, device, args.seed, schedule=args.eval_steps), size)
-        for r in method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src, paper, args.merge):
+        crop = lambda x: D.crop_center(x, size)                           # noqa: E731
+        est = crop(separate(net, padded, device, args.seed, schedule=args.eval_steps))
+        own = method_rows(METHOD_NAMES.get(ckpt["stage"], ckpt["stage"]), est, src, paper, args.merge)
+        for r in with_second_sampler(own, net, padded, src, device, args, crop):
             rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
     order = list(METHOD_NAMES.values())
     rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
@@ -527,14 +577,23 @@ def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tens
 def markdown(rows: list[dict], budget: str = "") -> str:
     """The results table; LPIPS / FID / IS columns when ``--paper-metrics`` produced them."""
     paper = any("fid" in r for r in rows)
+    alt = next((r["alt_steps"] for r in rows if "alt_steps" in r), None)   # the flows' second sampler
+    digits = any("fd" in r for r in rows)              # MNIST: classifier agreement, its FD
     extra = " LPIPS | FID | IS |" if paper else ""
-    lines = [f"| method | outputs | matching | PSNR (dB) | SSIM |{extra} n | budget |",
-             "|---|---|---|---|---|" + ("---|---|---|" if paper else "") + "---|---|"]
+    alt_head = f" PSNR, {alt} steps |" if alt else ""
+    digit_head = " digit agreement | FD (classifier) |" if digits else ""
+    lines = [f"| method | outputs | matching | PSNR (dB) | SSIM |{alt_head}{digit_head}{extra} n | budget |",
+             "|---|---|---|---|---|" + ("---|" if alt else "") + ("---|---|" if digits else "")
+             + ("---|---|---|" if paper else "") + "---|---|"]
     for r in rows:
         cells = (" " + " | ".join(f"{r[k]:.3f}" if k in r else "-" for k in ("lpips", "fid", "is")) + " |"
                  if paper else "")
+        alt_cell = ((f" {r['psnr_alt']:.2f} ± {r['psnr_alt_sem']:.2f} |" if "psnr_alt" in r else " |")
+                    if alt else "")
+        digit_cell = (f" {r['cls_agree']:.3f} | {r['fd']:.1f} |" if "fd" in r else " | |") if digits else ""
         lines.append(f"| {r['method']} | {r['outputs']} | {r['grouping']} | {r['psnr']:.2f} ± "
-                     f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} |{cells} {r['n']} | {r.get('budget', budget)} |")
+                     f"{r['psnr_sem']:.2f} | {r['ssim']:.3f} |{alt_cell}{digit_cell}{cells} {r['n']} | "
+                     f"{r.get('budget', budget)} |")
     return "\n".join(lines) + "\n"
 
 
@@ -586,7 +645,7 @@ def train_and_evaluate(args) -> dict:
             raise SystemExit(f"error: {e}") from None
     train_images, valid_images, test_images = training.in_turn(load_data)   # downloads: rank 0 first
     C = train_images.shape[1]
-    div = network_config(args.mode, args.net, C).size_multiple
+    div = args_config(args.mode, args, C).size_multiple
     train_images, size = D.pad_to_multiple(train_images, div)
     test_images, _ = D.pad_to_multiple(test_images, div)
     valid_images, _ = D.pad_to_multiple(valid_images, div)
@@ -603,16 +662,16 @@ def train_and_evaluate(args) -> dict:
             if ckpt["stage"] != "mixit":
                 raise SystemExit(f"error: --teacher {args.teacher!r} is a {ckpt['stage']!r} "
                                  f"checkpoint, not a MixIT one")
-            teacher, teacher_steps = network_from(ckpt).to(device), ckpt["step"]
+            teacher, teacher_steps = network_from(ckpt, "ema", args.teacher).to(device), ckpt["step"]
             # the checkpoint's args are its provenance: record the reused teacher's real budget,
             # not the unused --teacher-steps default (export and --evaluate read it)
             args.teacher_steps = teacher_steps
         else:
-            stage, log = run_stage("mixit", network_config("mixit", args.net, C), args, device,
+            stage, log = run_stage("mixit", args_config("mixit", args, C), args, device,
                                    train_images, validate=validate)
             teacher, logs, teacher_steps = stage.ema, logs + [log], stage.step
         teacher = teacher.eval().requires_grad_(False)
-    stage, log = run_stage(args.mode, network_config(args.mode, args.net, C), args, device,
+    stage, log = run_stage(args.mode, args_config(args.mode, args, C), args, device,
                            train_images, teacher, validate)
     logs.append(log)
     if not main_rank:

@@ -3,8 +3,8 @@
     python bench/bench_merge.py runs/mnist/mixit/mixit.pt [--n 1000]
 
 What a SURF student is fed is the MixIT teacher's M = 4 outputs reduced to K = 2 without
-looking at the references (SPEC.md section 4, Decision). Every rule here sees only the
-outputs' Gram matrix ``[B, M, M]`` (so ``separate.py`` can still gather it chunk by chunk) and
+looking at the references (a choice the papers leave open: docs/math.md, section 7). Every
+rule here sees only the outputs' Gram matrix ``[B, M, M]`` (so ``separate.py`` can still gather it chunk by chunk) and
 keeps the sum. Scored on validation mixtures (held-out training-split images, never the
 test set), PSNR after PIT, with the oracle grouping (which looks at the references) as the
 ceiling. Rules:

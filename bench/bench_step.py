@@ -45,9 +45,9 @@ def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bo
     C = images.shape[1]
     teacher = None
     if mode in T.NEEDS_TEACHER:
-        teacher = NCSN(T.network_config("mixit", args.net, C)).to(device)
+        teacher = NCSN(T.args_config("mixit", args, C)).to(device)
         teacher = teacher.eval().requires_grad_(False)
-    stage = T.Stage(mode, T.network_config(mode, args.net, C), args, device, images, teacher)
+    stage = T.Stage(mode, T.args_config(mode, args, C), args, device, images, teacher)
     stage.step = args.beta_steps                                          # beta = 0 for SURF
     return stage
 
@@ -91,6 +91,44 @@ def floor_parts(stage, B: int):
     return {"teacher sampling (5 fwd)": teacher, "PIT forward": pit_forward, "fwd/bwd": fwd_bwd}
 
 
+def width_table(a, device) -> None:
+    """``--widths``: ms per training step of the flow and regression NCSN per width and depth,
+    in fp32 and bf16 autocast, each eager and compiled (issue 25: the widest network per
+    CPU-second). bf16 pays only where the CPU has bf16 matrix units (AVX-512 BF16, AMX); the
+    cpu flags this machine reports are printed with the table."""
+    flags = ""
+    if os.path.exists("/proc/cpuinfo"):
+        words = open("/proc/cpuinfo").read().split()
+        flags = " ".join(sorted({w for w in words if w.startswith(("amx", "avx512_bf16", "avx512f", "avx2"))}))
+    print(f"\n# width sweep: B={a.batch}, K=2, 28x28 (padded to 28 = 4 x 7), "
+          f"{torch.get_num_threads()} threads, {device}, torch {torch.__version__}, cpu flags: {flags}\n")
+    cols = [("fp32", False), ("fp32", True), ("bf16", False), ("bf16", True)]
+    if a.no_compile:
+        cols = [c for c in cols if not c[1]]
+    print("| mode | nf | blocks | parameters | " + " | ".join(
+        f"{p}{' + compile' if c else ''} (ms)" for p, c in cols) + " | fp32 / bf16 |")
+    print("|---|---|---|---|" + "---|" * len(cols) + "---|")
+    images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28), 4)
+    out = tempfile.mkdtemp()
+    for blocks in [int(b) for b in a.blocks.split(",")]:
+        for nf in [int(w) for w in a.widths.split(",")]:
+            for mode in a.modes.split(","):
+                common = ["--net", "cpu", "--nf", str(nf), "--res-blocks", str(blocks),
+                          "--batch", str(a.batch), "--out", out, "--device", a.device]
+                t, n = {}, 0
+                for prec, comp in cols:
+                    if prec == "bf16" and nf > a.bf16_max_nf:
+                        t[(prec, comp)] = float("nan")
+                        continue
+                    stage = build(mode, common + ["--precision", prec, "--compile" if comp else "--no-compile"],
+                                  images, device)
+                    n = sum(p.numel() for p in stage.net.parameters())
+                    t[(prec, comp)] = median_time(step_fn(stage), a.repeats, warmup=3 if comp else 2)
+                ratio = t[("fp32", False)] / t[("bf16", False)]
+                print(f"| {mode} | {nf} | {blocks} | {n / 1e6:.2f}M | " +
+                      " | ".join(f"{1e3 * t[c]:.0f}" for c in cols) + f" | {ratio:.2f}x |", flush=True)
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--net", default="cpu", choices=("cpu", "paper"))
@@ -101,8 +139,18 @@ def main():
                    help="modes timed with each speed-up (comma list, or '' for none)")
     p.add_argument("--no-compile", action="store_true", help="leave out the (slow to build) compile column")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument("--widths", help="comma list of nf: time the width sweep (with --blocks) instead")
+    p.add_argument("--blocks", default="1", help="with --widths: residual blocks per level, comma list")
+    p.add_argument("--threads", type=int, help="torch CPU threads")
+    p.add_argument("--bf16-max-nf", type=int, default=1024,
+                   help="with --widths: skip bf16 above this width (slow where bf16 is emulated)")
     a = p.parse_args()
     device = torch.device(a.device)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    if a.widths:
+        a.modes = a.modes if a.modes != ",".join(T.MODES) else "sup-flow,sup-reg"
+        return width_table(a, device)
     torch.manual_seed(0)
     images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28),
                                 T.network_config("sr", a.net, 1).size_multiple)

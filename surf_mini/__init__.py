@@ -10,7 +10,7 @@ MixIT, ReMixIT and Self-Remixing. One module per concept:
     ema.py     EMA teacher, beta schedule, hybrid MixIT/flow teacher sampler
     ncsn.py    NCSN-style U-Net: equivariant velocity network and regression separator (images)
 
-The math is in SPEC.md (shared with the papers' equation numbers); every function cites the
+The math is in docs/math.md (with the papers' equation numbers); every function cites the
 equation it implements.
 """
 __version__ = "0.1.0"

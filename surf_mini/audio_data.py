@@ -1,7 +1,7 @@
 """Audio data: the small speech demo set that ships with the repository, and how it was made.
 
 No speech corpus can be downloaded where this project is built, so the demo set is made from
-what installs from Debian (SPEC.md section 10):
+what installs from Debian (docs/installing.md):
 
   * real recorded voices: ``klettres-data`` (KDE's KLettres: letters and syllables spoken by
     one native speaker per language, OGG, GPL-2+). A "sentence" is a run of 4-9 random

@@ -1,7 +1,7 @@
 """Offline corpora built from Debian packages: the speech corpus (a larger stand-in for LibriMix)
 and the FUSS-like sound-event set (a stand-in for FUSS, SURF Table 3).
 
-No speech corpus can be downloaded where this project is built (SPEC.md section 10), and the
+No speech corpus can be downloaded where this project is built (docs/speech.md), and the
 demo set (``audio_data.make_demo``, 200 s of 25 speakers) is far too small to learn a
 separator that works on new voices. This module assembles a few hours of single-speaker
 speech from what installs from the Debian archive, with speaker-disjoint splits:

@@ -2,7 +2,7 @@
 
 A mixture is the average of two random images of a split, m = (a + b) / 2, so its sources
 are the halved images x_1 = a / 2, x_2 = b / 2 and the sum rule m = x_1 + x_2 (SURF (1))
-holds exactly. Metrics undo the halving (section 7 of SPEC.md).
+holds exactly. Metrics undo the halving (docs/math.md, section 5).
 
 The two training interfaces differ on purpose:
   * ``SourceSampler`` (supervised baselines) returns ``(m, sources)``;

@@ -10,7 +10,7 @@ References
     [SURF]  "Separation via Unsupervised Remixing Flow", arXiv 2606.04921.
             Equations (1)-(104), Algorithm 1/2, Appendix D.
 
-Shapes (SPEC.md section 1)
+Shapes (docs/math.md, section 1)
     m     mixtures              [B, 1, *S]   S = (C, H, W) for images, (T,) for audio
     x     sources / estimates   [B, K, *S]
     t     times                 [B]
@@ -288,14 +288,32 @@ def pit_at_zero(velocity_fn: VelocityFn, x0: torch.Tensor, x1: torch.Tensor,
     return best_permutation(x0 + v0, x1)
 
 
+def in_x1_space(residual: torch.Tensor, target: torch.Tensor, t: torch.Tensor,
+                space: str = "velocity") -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the flow loss is measured: on the velocity, or on the clean estimate.
+
+    residual, target: [B, K, *S]; t: [B]. ``"velocity"`` returns them as they are (FLOSS (16)).
+    ``"x1"`` multiplies the residual by (1 - t): by SURF (18)-(19), (1 - t) (v - (x_1 - x_0)) =
+    x1_hat - x_1, the error of the clean estimate (SURF (28) is the same identity for the
+    remixed batch), so the loss weights every t like a denoiser's x_1 loss. The target (which
+    only the normalised losses read, FLOSS (18)-(19)) is left as it is: scaling it too would
+    cancel the (1 - t) in the ratio L^N and leave the velocity loss unchanged.
+    """
+    if space == "velocity":
+        return residual, target
+    if space != "x1":
+        raise ValueError(f"unknown loss space {space!r}; use 'velocity' or 'x1'")
+    return _expand_time(1 - t, residual) * residual, target
+
+
 def floss_loss(velocity_fn: VelocityFn, x1: torch.Tensor, kind: str = "mse",
                time_kind: str = "delta", shaping: str = "plain", sigma: float = 1.0,
-               generator: torch.Generator | None = None) -> torch.Tensor:
+               generator: torch.Generator | None = None, space: str = "velocity") -> torch.Tensor:
     """Supervised FLOSS loss L^PET for a batch of (mixture-consistent) sources.  FLOSS (17).
 
     x1: [B, K, *S] -> per-example loss [B]. m = sum_k x1_k (SURF (1)); x_0 from SURF (4);
     sigma_PIT from ``pit_at_zero``; then t ~ lambda, x_t on the path to sigma x_1 and the
-    loss of FLOSS (16)/(18)/(19).
+    loss of FLOSS (16)/(18)/(19), on the velocity or (``space="x1"``) on the clean estimate.
     """
     B, K = x1.shape[:2]
     m = x1.sum(1, keepdim=True)                                          # [B, 1, *S]
@@ -304,7 +322,7 @@ def floss_loss(velocity_fn: VelocityFn, x1: torch.Tensor, kind: str = "mse",
     t = sample_time(B, time_kind, generator=generator, device=x1.device, dtype=x1.dtype)
     target = x1 - x0                                                     # [B, K, *S]
     residual = velocity_fn(interpolate(x0, x1, t), t, m) - target
-    return flow_loss(residual, target, kind)
+    return flow_loss(*in_x1_space(residual, target, t, space), kind)
 
 
 # --------------------------------------------------------------------------------------

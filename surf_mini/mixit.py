@@ -6,7 +6,7 @@ so that some split of its outputs into two groups rebuilds m_a and m_b:
 It never sees a source. SURF uses it as the frozen teacher (SURF section 5, Appendix D.3-D.5).
 
 Speed. All 2^M assignments are scored at once from three small tensors computed in one pass
-over the signals (SPEC.md section 3): the outputs' Gram matrix G [B, M, M], their inner
+over the signals (docs/math.md, 3.3): the outputs' Gram matrix G [B, M, M], their inner
 products with the two mixtures c [B, 2, M] and the mixtures' energies e [B, 2]. With the
 0/1 selection s of mixture i,
     ||m_i - sum_j s_j x_j||^2 = e_i - 2 s.c_i + s^T G s.
@@ -68,7 +68,7 @@ def neg_thresholded_snr(ref: torch.Tensor, est: torch.Tensor,
 @torch.no_grad()
 def assignment_scores(est: torch.Tensor, mix_a: torch.Tensor, mix_b: torch.Tensor,
                       kind: str = "snr", tau: float = DEFAULT_TAU) -> torch.Tensor:
-    """Loss of every one of the 2^M assignments, from Gram statistics.  MixIT, SPEC.md section 3.
+    """Loss of every one of the 2^M assignments, from Gram statistics.  MixIT, docs/math.md 3.3.
 
     est: [B, M, *S]; mix_a, mix_b: [B, 1, *S] -> scores [B, 2^M]; row r of
     ``_assignments(M)`` is the assignment scored in column r.
@@ -251,7 +251,7 @@ def merge_weights(gram: torch.Tensor, K: int, rule: str = "loudest", cos_weight:
 
 
 def merge_outputs(est: torch.Tensor, K: int, rule: str = "loudest") -> torch.Tensor:
-    """Reduce M outputs to K, keeping their sum: the SPEC.md section 4 Decision for images.
+    """Reduce M outputs to K, keeping their sum: the K-against-M choice of docs/math.md, section 7.
 
     est: [B, M, *S] -> [B, K, *S] with ``out.sum(1) == est.sum(1)``. With ``rule="loudest"``
     the K most energetic outputs are kept (in their original order) and every other output is

@@ -18,7 +18,7 @@ construction in flow mode:
   * the mixture m enters every source identically (concatenated to its input channels);
   * the output is projected by P_perp (FLOSS (14)), so Euler samples stay mixture-consistent.
 
-Regression mode breaks the symmetry on purpose (SPEC.md section 3): every output k starts
+Regression mode breaks the symmetry on purpose (docs/math.md, 3.1): every output k starts
 from the same mixture but adds its own learned embedding e_k, so the K outputs can differ;
 an optional mixture-consistency projection makes them sum to m.
 
@@ -56,6 +56,17 @@ class NCSNConfig:
     dropout:      dropout in the residual blocks.
     fourier_scale: standard deviation of the Gaussian Fourier time features.
     consistency:  regression mode only: project outputs to sum to the mixture.
+    head:         flow mode only. "velocity": the U-Net output, projected by P_perp, is the
+                  velocity (FLOSS (14); every checkpoint before 2026-12-02). "x1": the output
+                  is read as the clean sources, made to sum to the mixture
+                  (x1_hat = m/K + P_perp out, the form of SURF (4)), and the velocity is
+                  derived from it, v = (x1_hat - x_t) / (1 - t), the inverse of SURF (18)-(19).
+                  A small network learns a clean image more easily than a velocity that
+                  carries the start noise (Li and He 2025, "Back to Basics").
+    x1_clamp:     "x1" head, training only: 1 - t is clamped from below to this in forward passes
+                  that build a graph, so a velocity-space loss stays finite near t = 1. Under
+                  no_grad (sampling, PIT, teachers) the inverse is exact (1e-6), so Euler's
+                  steps near t = 1 (FLOSS 5's 0.99, 0.999, 0.9999) still land on x1_hat.
     """
     channels: int = 1
     num_sources: int = 2
@@ -67,6 +78,8 @@ class NCSNConfig:
     dropout: float = 0.1
     fourier_scale: float = 16.0
     consistency: bool = True
+    head: str = "velocity"
+    x1_clamp: float = 0.05
 
     @property
     def size_multiple(self) -> int:
@@ -80,6 +93,9 @@ PRESETS = {
     "paper": dict(nf=64, ch_mult=(1, 2, 2, 2), num_res_blocks=4, attn_levels=(1, 2), dropout=0.1),
     # Trains in minutes on 2 CPU cores: 28x28 MNIST -> 14 -> 7, attention at 7x7 only.
     "cpu": dict(nf=16, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(2,), dropout=0.0),
+    # The same U-Net at twice the width (1.15M parameters instead of 0.29M): under bf16 autocast
+    # on AMX cores a step costs about 1.5x the "cpu" one (docs/benchmarks.md, bench_step --widths).
+    "cpu32": dict(nf=32, ch_mult=(1, 2, 2), num_res_blocks=1, attn_levels=(2,), dropout=0.0),
 }
 
 
@@ -90,6 +106,25 @@ def make_config(preset: str, channels: int, num_sources: int, mode: str, **overr
     kw = dict(PRESETS[preset], channels=channels, num_sources=num_sources, mode=mode)
     kw.update(overrides)
     return NCSNConfig(**kw)
+
+
+def velocity_from_x1(out: torch.Tensor, x_t: torch.Tensor, t: torch.Tensor, m: torch.Tensor,
+                     clamp: float = 0.05) -> torch.Tensor:
+    """The "x1" head: network output read as clean sources, turned into a velocity.
+
+    out, x_t: [B, K, *S]; t: [B]; m: [B, 1, *S] -> v [B, K, *S].
+    x1_hat = m/K + P_perp out sums to m over the sources (as x_0 of SURF (4) does), so
+    x1_hat - x_t sums to 0 whenever x_t is mixture-consistent; v = (x1_hat - x_t)/(1 - t)
+    inverts the clean estimate of SURF (18)-(19), x1_hat = x_t + (1 - t) v, exactly for
+    1 - t >= ``clamp``. The final P_perp (FLOSS (14)) keeps every Euler step consistent even
+    if x_t drifted. Elementwise in the source axis, so permutation-equivariant. An Euler step
+    of size h moves x_t the fraction h / max(1 - t, clamp) of the way to x1_hat: the last step
+    (h = 1 - t) lands on it when 1 - t >= clamp.
+    """
+    K = out.shape[1]
+    x1_hat = m / K + zero_sum(out)                                      # [B, K, *S], sums to m
+    one_minus_t = (1 - t).clamp_min(clamp).view(-1, *([1] * (out.dim() - 1)))
+    return zero_sum((x1_hat - x_t) / one_minus_t)
 
 
 def _groups(ch: int) -> int:
@@ -170,6 +205,10 @@ class NCSN(nn.Module):
         super().__init__()
         if config.mode not in ("flow", "regression"):
             raise ValueError(f"NCSN mode must be 'flow' or 'regression', got {config.mode!r}")
+        if config.head not in ("velocity", "x1"):
+            raise ValueError(f"NCSN head must be 'velocity' or 'x1', got {config.head!r}")
+        if not 0.0 < config.x1_clamp <= 1.0:
+            raise ValueError(f"NCSN x1_clamp must be in (0, 1], got {config.x1_clamp}")
         self.config = config
         c, nf, K = config.channels, config.nf, config.num_sources
         emb_dim = 4 * nf
@@ -259,8 +298,11 @@ class NCSN(nn.Module):
             t = torch.as_tensor(t, dtype=x_t.dtype, device=x_t.device).expand(B)
             emb = self.emb_mlp(self.time(t)).repeat_interleave(K, dim=0)     # [BK, E]
             inp = torch.cat([x_t, m.expand_as(x_t)], dim=2).flatten(0, 1)     # [BK, 2C, H, W]
-            v = self._run(inp, emb, K).unflatten(0, (B, K))                  # [B, K, C, H, W]
-            return zero_sum(v)                                                # FLOSS (14)
+            out = self._run(inp, emb, K).unflatten(0, (B, K))                # [B, K, C, H, W]
+            if self.config.head == "velocity":
+                return zero_sum(out)                                          # FLOSS (14)
+            clamp = self.config.x1_clamp if torch.is_grad_enabled() else 1e-6   # see NCSNConfig
+            return velocity_from_x1(out, x_t, t, m, clamp)
         (m,) = args
         self._check(m)
         B, K = m.shape[0], self.config.num_sources

@@ -4,7 +4,7 @@ SURF (3), (7)-(9), (21)-(22) and FLOSS (16)-(17) all pick, per example, the perm
 the K reference rows closest to K estimate rows. This module is the only place that does it.
 
 How: the K x K squared-error costs of every (estimate, reference) pair come from one batched
-matrix product, ||e||^2 + ||r||^2 - 2 e.r (SPEC.md section 9); the search over permutations
+matrix product, ||e||^2 + ||r||^2 - 2 e.r (docs/math.md, 3.2); the search over permutations
 then runs on that tiny [B, K, K] tensor, never on the signals.
   * K <= 5: exhaustive, vectorised over the batch and all K! permutations at once.
   * K >  5: the Hungarian algorithm (scipy.optimize.linear_sum_assignment) per example.

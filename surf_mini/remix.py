@@ -29,7 +29,7 @@ from typing import NamedTuple
 
 import torch
 
-from .flow import (VelocityFn, flow_loss, initial_state, interpolate, pit_at_zero,
+from .flow import (VelocityFn, flow_loss, in_x1_space, initial_state, interpolate, pit_at_zero,
                    sample_time)
 from .pit import apply_permutation, best_permutation, invert_permutation, pit_loss
 
@@ -173,7 +173,8 @@ class SurfStep(NamedTuple):
 
 def surf_loss(velocity_fn: VelocityFn, teacher_estimates: torch.Tensor, mode: str = "sr",
               kind: str = "mse", time_kind: str = "delta", shaping: str = "plain",
-              sigma: float = 1.0, generator: torch.Generator | None = None) -> SurfStep:
+              sigma: float = 1.0, generator: torch.Generator | None = None,
+              space: str = "velocity") -> SurfStep:
     """Steps 2-6 of SURF Algorithm 1 for teacher estimates X_bar of a batch.
 
     teacher_estimates: [B, K, *S] (no gradient needed; step 1, the teacher's sampling, is
@@ -184,6 +185,8 @@ def surf_loss(velocity_fn: VelocityFn, teacher_estimates: torch.Tensor, mode: st
       5. X_tilde_t = (1-t) X_tilde_0 + t Upsilon X_tilde_1;  R_t = v(X_tilde_t, t, M_tilde)
          - (Upsilon X_tilde_1 - X_tilde_0)                                       SURF (20), (23)
       6. mode "rm": ||R_t||^2 (24);  mode "sr": ||(I_B (x) 1^T) Pi^{-1} Upsilon^{-1} R_t||^2 (30)
+    ``space="x1"`` measures both on (1 - t) R_t, the clean-estimate error of SURF (28); for
+    "sr" that is the (1 - t)^2-weighted SR-FM loss of SURF (29).
     """
     if mode not in ("rm", "sr"):
         raise ValueError(f"unknown SURF mode {mode!r}; use 'rm' (SURF (24)) or 'sr' (SURF (30))")
@@ -196,8 +199,9 @@ def surf_loss(velocity_fn: VelocityFn, teacher_estimates: torch.Tensor, mode: st
     x1_aligned = apply_permutation(x1, upsilon)                          # Upsilon X_tilde_1
     target = x1_aligned - x0
     residual = velocity_fn(interpolate(x0, x1_aligned, t), t, m_tilde) - target
+    r, tg = in_x1_space(residual, target, t, space)
     if mode == "rm":
-        loss = rm_fm_loss(residual, target, kind)
+        loss = rm_fm_loss(r, tg, kind)
     else:
-        loss = sr_fm_loss(residual, target, upsilon, pi, kind)
+        loss = sr_fm_loss(r, tg, upsilon, pi, kind)
     return SurfStep(loss, residual, target, x1, x0, m_tilde, pi, upsilon, t)

@@ -11,8 +11,8 @@ FLOSS section 4 / SURF D.3 training as both scripts run it:
     finite check, backward, clip, AdamW, EMA update; the loop with tqdm, periodic atomic
     checkpoints and a validation score every ``--val-every`` steps (the learning curve,
     kept in the checkpoint so a resumed run continues it).
-  * ``save_checkpoint`` / ``write_text`` (temporary file, then rename) and ``read_checkpoint``
-    with a one-line error for a missing, unreadable or foreign file.
+  * checkpoints are surf_mini/checkpoints.py's (plain data, atomic writes, the safe reader);
+    ``save_checkpoint``, ``write_text`` and ``read_checkpoint`` are re-exported here.
   * several processes (``torchrun``): ``init_distributed`` joins torchrun's process group and
     the trained network's forward/backward goes through DistributedDataParallel; everything
     else (EMA, teachers, checkpoints) stays plain. A plain ``python train_*.py`` makes no
@@ -36,35 +36,8 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
+from .checkpoints import read_checkpoint, save_checkpoint, write_text  # noqa: F401  (re-exported)
 from .ema import ema_update
-
-
-def save_checkpoint(path: str, state: dict) -> None:
-    """Atomic ``torch.save``: a crash mid-write never leaves a truncated checkpoint."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save(state, tmp)
-    os.replace(tmp, path)
-
-
-def write_text(path: str, text: str) -> None:
-    """Write a results file atomically (temporary file, then rename)."""
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "w") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
-def read_checkpoint(path: str, kind: str, what: str) -> dict:
-    """Load a checkpoint whose ``kind`` field must be ``kind``; SystemExit with one line otherwise."""
-    if not os.path.isfile(path):
-        raise SystemExit(f"error: checkpoint {path!r} not found")
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=False)
-    except Exception as e:
-        raise SystemExit(f"error: {path!r} is not a readable checkpoint ({type(e).__name__})") from None
-    if not isinstance(ckpt, dict) or ckpt.get("kind") != kind:
-        raise SystemExit(f"error: {path!r} is not a surf_mini {what} checkpoint")
-    return ckpt
 
 
 def lr_at(step: int, total: int, peak: float, warmup: int) -> float:
@@ -358,7 +331,9 @@ class Stage:
         every rank and always restored. The noise streams are restored rank by rank when the
         checkpoint was written by as many processes; otherwise rank 0 takes the saved one and
         the others derive fresh streams from (seed, rank, step)."""
-        if ckpt["stage"] != self.name or ckpt["config"] != dataclasses.asdict(self.net.config):
+        # A config saved before a field was added (e.g. NCSN's head) means that field's default.
+        saved = dataclasses.asdict(type(self.net.config)(**ckpt["config"]))
+        if ckpt["stage"] != self.name or saved != dataclasses.asdict(self.net.config):
             raise SystemExit(f"error: {self.path!r} holds stage {ckpt['stage']!r} with another "
                              f"network; use a fresh --out or drop --resume")
         self.net.load_state_dict(ckpt["model"])

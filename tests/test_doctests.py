@@ -15,7 +15,8 @@ from surf_mini import ema, flow, mixit, pit, remix
 
 OPTIONS = doctest.NORMALIZE_WHITESPACE
 
-# The public math functions that must each carry a runnable example (SPEC.md section 9).
+# The public math functions that must each carry a runnable example (docs/modules.md; docs/math.md
+# names the function behind each equation).
 REQUIRED = {
     flow: ["zero_sum", "initial_state", "interpolate", "clean_estimate", "sample_time",
            "step_sizes", "euler_sample"],

@@ -1,4 +1,4 @@
-"""EMA teacher, beta schedule, hybrid teacher (SURF Appendix D.3; SPEC.md section 6)."""
+"""EMA teacher, beta schedule, hybrid teacher (SURF Appendix D.3; docs/math.md, section 8)."""
 import pytest
 import torch
 

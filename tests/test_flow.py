@@ -1,4 +1,4 @@
-"""FLOSS start state, path, losses and sampler; SURF Prop C.1 (SPEC.md section 6)."""
+"""FLOSS start state, path, losses and sampler; SURF Prop C.1 (docs/math.md, section 8)."""
 import math
 
 import pytest
@@ -259,3 +259,39 @@ def test_bad_inputs_raise_clear_errors():
         initial_state(torch.zeros(2, 3, 10), 2)
     with pytest.raises(ValueError, match="noise shaping"):
         initial_state(torch.zeros(2, 1, 10), 2, shaping="pink")
+
+
+def test_x1_space_loss_is_the_clean_estimate_error():
+    """(1 - t) (v - (x1 - x0)) = x1_hat - x1 (SURF (18)-(19)); 'velocity' leaves it unchanged."""
+    from surf_mini.flow import clean_estimate, in_x1_space, initial_state, interpolate
+    g = torch.Generator().manual_seed(3)
+    m = torch.randn(5, 1, 7, generator=g, dtype=torch.float64)
+    x0, x1 = initial_state(m, 2, generator=g), initial_state(m, 2, generator=g)
+    t = torch.rand(5, generator=g, dtype=torch.float64)
+    x_t = interpolate(x0, x1, t)
+    v = torch.randn(5, 2, 7, generator=g, dtype=torch.float64)
+    r, target = in_x1_space(v - (x1 - x0), x1 - x0, t, "x1")
+    assert torch.allclose(r, clean_estimate(x_t, v, t) - x1, atol=1e-12)
+    r_v, _ = in_x1_space(v - (x1 - x0), x1 - x0, t, "velocity")
+    assert torch.equal(r_v, v - (x1 - x0))
+    assert not torch.allclose(r_v, r)                       # the two spaces differ (t < 1)
+    with pytest.raises(ValueError, match="loss space"):
+        in_x1_space(r, target, t, "noise")
+    # the normalised loss keeps the (1 - t)^2 weight (scaling the target too would cancel it)
+    sq = flow_loss(*in_x1_space(v - (x1 - x0), x1 - x0, t, "x1"), "normalized")
+    sv = flow_loss(v - (x1 - x0), x1 - x0, "normalized")
+    assert torch.allclose(sq, (1 - t) ** 2 * sv) and not torch.allclose(sq, sv)
+
+
+def test_euler_with_the_x1_head_lands_on_its_clean_estimate():
+    """FLOSS 5's last steps (t = 0.99, 0.999, 0.9999) land on x1_hat when the inverse is exact;
+    a training-time clamp of 0.05 would stop short (the negative case)."""
+    from surf_mini.ncsn import velocity_from_x1
+    g = torch.Generator().manual_seed(5)
+    m = torch.randn(3, 1, 6, generator=g, dtype=torch.float64)
+    out = torch.randn(3, 2, 6, generator=g, dtype=torch.float64)          # a fixed "network output"
+    want = m / 2 + out - out.mean(1, keepdim=True)
+    exact = euler_sample(lambda x, t, mm: velocity_from_x1(out, x, t, mm, 1e-6), m, 2, "floss5", generator=g)
+    assert torch.allclose(exact, want, atol=1e-8)
+    short = euler_sample(lambda x, t, mm: velocity_from_x1(out, x, t, mm, 0.05), m, 2, "floss5", generator=g)
+    assert (short - want).abs().max() > 1e-3

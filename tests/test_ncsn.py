@@ -1,4 +1,4 @@
-"""The NCSN velocity network is permutation-equivariant and mixture-consistent (SPEC.md section 6)."""
+"""The NCSN velocity network is permutation-equivariant and mixture-consistent (docs/math.md, section 8)."""
 import pytest
 import torch
 
@@ -72,3 +72,54 @@ def test_presets_and_bad_inputs():
         net(torch.zeros(1, 2, 1, 8, 8), torch.zeros(1), torch.zeros(1, 2, 1, 8, 8))
     with pytest.raises(ValueError, match="preset"):
         make_config("huge", 1, 2, "flow")
+
+
+# --- the "x1" head (issue 25): the network predicts clean sources, the velocity is derived ---
+
+@pytest.mark.parametrize("t", [0.0, None])
+def test_x1_head_is_equivariant(gen, t):
+    net = small("flow", head="x1")
+    assert equivariance_error(net, gen, t=t) < 1e-10
+
+
+def test_x1_head_equivariance_check_catches_a_slot_offset(gen):
+    """Negative control for the x1 head: a per-slot offset on its clean estimate breaks it."""
+    net = small("flow", head="x1")
+    offset = torch.randn(1, 3, 1, 1, 1, generator=gen, dtype=torch.float64)
+    assert equivariance_error(lambda x, t, m: net(x, t, m) + offset, gen) > 1e-3
+
+
+def test_x1_head_clean_estimate_sums_to_the_mixture_and_inverts_18(gen):
+    """x1_hat = x_t + (1 - t) v (SURF (18)-(19)) sums to m, and Euler samples stay consistent."""
+    from surf_mini.flow import clean_estimate, initial_state, interpolate
+    from surf_mini.ncsn import velocity_from_x1
+    net = small("flow", head="x1")
+    B, K = 4, 3
+    m = torch.randn(B, 1, 1, 8, 8, generator=gen, dtype=torch.float64)
+    x0 = initial_state(m, K, generator=gen)
+    x1 = initial_state(m, K, generator=gen)                        # any consistent target
+    t = torch.tensor([0.0, 0.3, 0.7, 0.9], dtype=torch.float64)
+    x_t = interpolate(x0, x1, t)
+    with torch.no_grad():
+        v = net(x_t, t, m)
+    x1_hat = clean_estimate(x_t, v, t)
+    assert torch.allclose(x1_hat.sum(1, keepdim=True), m, atol=1e-10)
+    assert torch.allclose(v.sum(1), torch.zeros_like(v.sum(1)), atol=1e-10)
+    # the derived velocity is exactly (out's consistent version - x_t) / (1 - t) below the clamp
+    out = torch.randn(B, K, 1, 8, 8, generator=gen, dtype=torch.float64)
+    v = velocity_from_x1(out, x_t, t, m, clamp=0.05)
+    want = m / K + out - out.mean(1, keepdim=True)
+    assert torch.allclose(clean_estimate(x_t, v, t), want, atol=1e-10)
+    # negative case: without the m/K + P_perp step the estimate would not sum to m
+    assert not torch.allclose(out.sum(1, keepdim=True), m, atol=1e-3)
+    sample = euler_sample(net, m, K, schedule=5, generator=gen)
+    assert torch.allclose(sample.sum(1, keepdim=True), m, atol=1e-10)
+
+
+def test_x1_head_config_is_checked_and_old_configs_build():
+    with pytest.raises(ValueError, match="head"):
+        NCSN(make_config("cpu", 1, 2, "flow", head="noise"))
+    cfg = make_config("cpu", 1, 2, "flow").__dict__
+    old = {k: v for k, v in cfg.items() if k not in ("head", "x1_clamp")}   # a pre-2026-12-02 config
+    from surf_mini.ncsn import NCSNConfig
+    assert NCSNConfig(**old).head == "velocity"

@@ -1,4 +1,4 @@
-"""PIT returns the true optimum, its permutations invert exactly (SPEC.md section 6)."""
+"""PIT returns the true optimum, its permutations invert exactly (docs/math.md, section 8)."""
 import itertools
 
 import pytest

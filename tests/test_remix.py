@@ -1,4 +1,4 @@
-"""Remixing round trips and the SURF identities (28), (77), (82) (SPEC.md section 6)."""
+"""Remixing round trips and the SURF identities (28), (77), (82) (docs/math.md, section 8)."""
 import pytest
 import torch
 

@@ -1,0 +1,166 @@
+"""Checkpoints as data: how surf_mini writes, reads and checks its ``.pt`` files.
+
+A checkpoint is a dict of tensors and plain data (numbers, strings, lists, tuples, dicts,
+None): the network's config, its weights, the optimizer state, the learning curve, the run's
+options. Nothing in it needs code to rebuild, so it is read with
+``torch.load(..., weights_only=True)``, PyTorch's restricted unpickler, which refuses any
+other object instead of running it. A pickle is a program: a ``.pt`` file downloaded from a
+model hub or a colleague's folder can otherwise run any command the moment it is loaded.
+
+  * ``to_plain`` / ``save_checkpoint``: every checkpoint is checked to be plain data before it
+    is written (an argparse Namespace becomes a dict, numpy scalars become Python numbers), and
+    written atomically (temporary file, then rename), so a killed run leaves the last complete
+    checkpoint, never a truncated one (a stale ``*.tmp<pid>`` beside it is ignored).
+  * ``read_checkpoint``: the one reader every entry point uses (separate.py, ``--evaluate``,
+    ``--teacher``, ``--resume``, ``--export``, bench/). Every failure is one line naming the file
+    and what is wrong: not found, truncated or corrupt, unsafe content refused, wrong kind.
+  * ``load_network``: rebuild a network from the config inside a checkpoint and load its
+    weights, with one line for a config that builds no network or weights that do not fit.
+  * ``python -m surf_mini.checkpoints convert OLD NEW``: the one explicit, documented way to
+    read a checkpoint written before 2026-12-02 (those held an argparse Namespace in a few
+    cases) with the unrestricted unpickler. It runs whatever the file holds: use it only on
+    files you made yourself.
+"""
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import pickle
+import sys
+from typing import Any, Callable
+
+import torch
+
+PLAIN = (str, int, float, bool, type(None), torch.Tensor, torch.Size, torch.dtype, torch.device)
+
+
+def to_plain(obj: Any, where: str = "checkpoint") -> Any:
+    """``obj`` as plain data the restricted unpickler reads back; ValueError for anything else.
+
+    Containers are walked; argparse Namespaces and dataclasses become dicts and numpy scalars
+    and arrays become Python numbers and tensors, so what goes into a checkpoint never needs
+    ``weights_only=False`` to come out.
+    """
+    if type(obj) in PLAIN or isinstance(obj, (torch.Tensor, torch.Size)):
+        return obj
+    for base in (bool, int, float, str):       # subclasses (torch.__version__ is one) as the base
+        if isinstance(obj, base):
+            return base(obj)
+    if isinstance(obj, argparse.Namespace):
+        obj = vars(obj)
+    elif dataclasses.is_dataclass(obj) and not isinstance(obj, type):
+        obj = dataclasses.asdict(obj)
+    if isinstance(obj, dict):
+        return {k: to_plain(v, f"{where}[{k!r}]") for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(to_plain(v, f"{where}[{i}]") for i, v in enumerate(obj))
+    module = type(obj).__module__
+    if module == "numpy":
+        import numpy as np
+        if isinstance(obj, np.ndarray):
+            return torch.from_numpy(obj.copy())
+        if isinstance(obj, np.generic):
+            return obj.item()
+    raise ValueError(f"{where} holds a {module}.{type(obj).__name__}, which is not plain data; "
+                     f"store numbers, strings, lists, dicts or tensors")
+
+
+def save_checkpoint(path: str, state: dict) -> None:
+    """Atomic ``torch.save`` of plain data: a crash mid-write never leaves a truncated file."""
+    state = to_plain(state)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def write_text(path: str, text: str) -> None:
+    """Write a results file atomically (temporary file, then rename)."""
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "w") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def _fail(path: str, what: str) -> SystemExit:
+    return SystemExit(f"error: checkpoint {path!r} {what}")
+
+
+def read_checkpoint(path: str, kind: str | None = None, what: str = "") -> dict:
+    """Load a checkpoint safely; its ``kind`` field must be ``kind`` (any when None).
+
+    Uses the restricted unpickler (``weights_only=True``): tensors and plain data only, so
+    loading never runs code from the file. Every failure is a one-line SystemExit.
+    """
+    if not os.path.isfile(path):
+        raise _fail(path, "not found")
+    try:
+        ckpt = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        if "global" in str(e).lower():         # a class or function the file asks to call
+            raise _fail(path, "refused: it holds objects other than tensors and plain data, "
+                              "which could run code when loaded (if you wrote it yourself with "
+                              "an older surf_mini: python -m surf_mini.checkpoints convert "
+                              f"{path} NEW.pt)") from None
+        raise _fail(path, f"is truncated or corrupt ({type(e).__name__})") from None
+    except Exception as e:                  # zip/EOF/runtime errors of a cut or foreign file
+        raise _fail(path, f"is truncated or corrupt ({type(e).__name__})") from None
+    if not isinstance(ckpt, dict) or "kind" not in ckpt:
+        raise _fail(path, "is not a surf_mini checkpoint (no 'kind' field)")
+    if kind is not None and ckpt["kind"] != kind:
+        raise _fail(path, f"is a {ckpt['kind']!r} checkpoint, not a surf_mini {what or kind} one")
+    return ckpt
+
+
+def load_network(path: str, ckpt: dict, build: Callable[[dict], torch.nn.Module],
+                 which: str = "ema") -> torch.nn.Module:
+    """``build(ckpt)`` (a network from the config inside) with ``ckpt[which]`` loaded into it;
+    one line when the config builds no network or the weights' names or shapes do not fit."""
+    try:
+        net = build(ckpt)
+    except (TypeError, ValueError, KeyError) as e:
+        raise _fail(path, f"has a config that builds no network ({type(e).__name__}: "
+                          f"{str(e).splitlines()[0][:160]})") from None
+    if not isinstance(ckpt.get(which), dict):
+        raise _fail(path, f"holds no {which!r} weights")
+    try:
+        net.load_state_dict(ckpt[which])
+    except (RuntimeError, KeyError, TypeError) as e:
+        first = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+        detail = first[1] if len(first) > 1 else (first[0] if first else type(e).__name__)
+        raise _fail(path, f"has {which!r} weights that do not fit its config ({detail[:160]})") from None
+    return net
+
+
+def convert(src: str, dst: str) -> None:
+    """Re-save a checkpoint of an older surf_mini as plain data. UNSAFE for files you did not
+    make: this one read uses the unrestricted unpickler, which runs what the file holds."""
+    ckpt = torch.load(src, map_location="cpu", weights_only=False)     # the trust step, explicit
+    save_checkpoint(dst, ckpt)
+    read_checkpoint(dst)                                                # it now loads safely
+    print(f"wrote {dst}: plain data, loads with weights_only=True")
+
+
+def main(argv=None) -> None:
+    p = argparse.ArgumentParser(prog="python -m surf_mini.checkpoints",
+                                description="Check or convert surf_mini checkpoints.")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    c = sub.add_parser("check", help="read each file with the safe loader and say what it is")
+    c.add_argument("paths", nargs="+")
+    v = sub.add_parser("convert", help="UNSAFE for files you did not make: re-save an older "
+                                       "checkpoint as plain data")
+    v.add_argument("src")
+    v.add_argument("dst")
+    a = p.parse_args(argv)
+    if a.cmd == "check":
+        for path in a.paths:
+            ckpt = read_checkpoint(path)
+            print(f"{path}: {ckpt['kind']}, stage {ckpt.get('stage')}, step {ckpt.get('step')}")
+    else:
+        if not os.path.isfile(a.src):
+            raise _fail(a.src, "not found")
+        convert(a.src, a.dst)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
