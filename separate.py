@@ -345,7 +345,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--batch", type=int, default=4, help="chunks separated at a time")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--seed", type=int, default=0, help="seed of the flows' starting noise")
-    p.add_argument("--threads", type=int, help="torch CPU threads (and DNSMOS's, with --score; default 1 there)")
+    p.add_argument("--threads", type=int, help="torch CPU threads (and DNSMOS's, with --score; default: every core, as torch)")
     p.add_argument("--score", action="store_true",
                    help="also print DNSMOS P.835 SIG/BAK/OVRL of the input and of each output and write "
                         "them to <name>_dnsmos.json (optional extra: pip install -r requirements-dnsmos.txt)")
@@ -382,7 +382,7 @@ def main(argv=None) -> list[str]:
     if args.score:                         # the optional extra: checked once, before any work
         from surf_mini.metrics import DNSMOSMissing, dnsmos_session
         try:
-            dnsmos_session(args.threads or 1)
+            dnsmos_session(args.threads or os.cpu_count() or 1)
         except DNSMOSMissing as e:
             print(f"note: --score: {e}; separating without scores", file=sys.stderr)
             args.score = False
@@ -398,7 +398,7 @@ def main(argv=None) -> list[str]:
                 written += paths
                 print(f"{f} -> {', '.join(paths)}")
                 if args.score:
-                    text, report = score_file(f, paths, args.out_dir, args.threads or 1)
+                    text, report = score_file(f, paths, args.out_dir, args.threads or os.cpu_count() or 1)
                     print(f"{text}\nwrote {report}")
             except SeparationError as e:
                 print(f"error: {e}", file=sys.stderr)

@@ -1,6 +1,6 @@
 """Builds the shipped MNIST classifier, the feature net of the offline sharpness scores.
 
-    python prepare/mnist_classifier.py [--epochs 3] [--out surf_mini/assets/mnist/classifier.pt]
+    python prepare/mnist_classifier.py [--epochs 3] [--out surf_mini/assets/mnist_classifier.pt]
 
 ``surf_mini.classifier`` scores separated digits without Inception weights (classifier
 agreement and a Fréchet distance on this network's features; not Inception FID). The network is

@@ -102,13 +102,13 @@ def read_checkpoint(path: str, kind: str | None = None, what: str = "") -> dict:
                               "which could run code when loaded (if you wrote it yourself with "
                               "an older surf_mini: python -m surf_mini.checkpoints convert "
                               f"{path} NEW.pt)") from None
-        raise _fail(path, f"is truncated or corrupt ({type(e).__name__})") from None
+        raise _fail(path, f"is not a readable checkpoint: truncated or corrupt ({type(e).__name__})") from None
     except Exception as e:                  # zip/EOF/runtime errors of a cut or foreign file
-        raise _fail(path, f"is truncated or corrupt ({type(e).__name__})") from None
+        raise _fail(path, f"is not a readable checkpoint: truncated or corrupt ({type(e).__name__})") from None
     if not isinstance(ckpt, dict) or "kind" not in ckpt:
         raise _fail(path, "is not a surf_mini checkpoint (no 'kind' field)")
     if kind is not None and ckpt["kind"] != kind:
-        raise _fail(path, f"is a {ckpt['kind']!r} checkpoint, not a surf_mini {what or kind} one")
+        raise _fail(path, f"is a {ckpt['kind']!r} checkpoint, not a surf_mini {what or kind} checkpoint")
     return ckpt
 
 

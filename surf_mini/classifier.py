@@ -4,7 +4,7 @@ SURF Table 1 scores separated images with FID (Heusel et al. 2017), the Fréchet
 between Gaussians fitted to Inception-v3 features of generated and real images. The Inception
 weights cannot be downloaded here, so this module gives two offline stand-ins built on a small
 CNN trained on MNIST's labelled training split (``prepare/mnist_classifier.py`` builds the
-shipped ``surf_mini/assets/mnist/classifier.pt``):
+shipped ``surf_mini/assets/mnist_classifier.pt``):
 
   * ``"fd"``: the same Fréchet distance (Heusel et al. 2017, FID, eq. (6)), computed on this
     network's 128-d penultimate features instead of Inception's 2048-d pool features. It is
@@ -33,8 +33,8 @@ from torch import nn
 from .checkpoints import load_network, read_checkpoint
 
 KIND = "surf_mini.classifier"
-DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets", "mnist",
-                            "classifier.pt")
+DEFAULT_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "assets",
+                            "mnist_classifier.pt")
 BUILD_HINT = "python prepare/mnist_classifier.py"
 
 

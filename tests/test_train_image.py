@@ -190,7 +190,7 @@ def test_shipped_mnist_checkpoints_rescore_on_the_test_mixtures(capsys):
     test mixtures in seconds. On the 1000 test mixtures every row is at 23.4-26.2 dB
     (docs/results-mnist.md); 16 of them give about the same, which an untrained or wrongly
     loaded network (about 8-12 dB) cannot reach. Each row says its 10k-step budget."""
-    modes = sorted(f[:-3] for f in os.listdir(SHIPPED) if f.endswith(".pt"))
+    modes = sorted(f[:-3] for f in os.listdir(SHIPPED) if f.endswith(".pt"))   # the seven rows
     assert set(modes) == set(train_image.MODES)                          # all seven rows ship
     out = train_image.main(["--evaluate", *(os.path.join(SHIPPED, f"{m}.pt") for m in modes),
                             "--eval-size", "16", "--merge", "loudest", "--threads", "1"])
