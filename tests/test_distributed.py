@@ -41,7 +41,7 @@ def torchrun(script: str, *argv) -> subprocess.CompletedProcess:
 
 
 def load(path) -> dict:
-    return torch.load(path, map_location="cpu", weights_only=False)
+    return torch.load(path, map_location="cpu", weights_only=True)
 
 
 def assert_same_weights(one: dict, two: dict, lr: float = LR, steps: int = STEPS) -> None:

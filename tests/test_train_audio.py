@@ -83,8 +83,8 @@ def test_resume_continues_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "save_checkpoint", real_save)
     res = run(cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2", "--resume")
     assert [s["steps_this_run"] for s in res["stages"]] == [0, 2]        # nothing redone
-    a = torch.load(full / "sr.pt", weights_only=False)
-    b = torch.load(cut / "sr.pt", weights_only=False)
+    a = torch.load(full / "sr.pt", weights_only=True)
+    b = torch.load(cut / "sr.pt", weights_only=True)
     for key in ("model", "ema"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resume"

@@ -31,7 +31,7 @@ def test_every_mode_trains_and_evaluates(cifar, tmp_path, mode):
     assert all(r["n"] == 4 and 0 < r["psnr"] <= 100 and -1 <= r["ssim"] <= 1 for r in rows)
     stages = [s["stage"] for s in res["stages"]]
     assert stages == (["mixit", mode] if mode in train_image.NEEDS_TEACHER else [mode])
-    ckpt = torch.load(tmp_path / f"{mode}.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / f"{mode}.pt", weights_only=True)
     assert ckpt["kind"] == train_image.CKPT_KIND and ckpt["step"] == 2
     net = train_image.network_from(ckpt)                                 # self-describing
     assert net.config.mode == ("flow" if mode in ("sup-flow", "rm", "sr") else "regression")
@@ -58,8 +58,8 @@ def test_resume_continues_where_it_stopped(cifar, tmp_path, monkeypatch):
     res = run(cifar, cut, "--mode", "sr", "--steps", "4", "--ckpt-every", "2", "--resume")
 
     assert [s["steps_this_run"] for s in res["stages"]] == [0, 2]        # nothing redone
-    a = torch.load(full / "sr.pt", weights_only=False)
-    b = torch.load(cut / "sr.pt", weights_only=False)
+    a = torch.load(full / "sr.pt", weights_only=True)
+    b = torch.load(cut / "sr.pt", weights_only=True)
     for key in ("model", "ema"):
         for name, value in a[key].items():
             assert torch.equal(value, b[key][name]), f"{key}.{name} differs after resume"
@@ -71,7 +71,7 @@ def test_teacher_checkpoint_is_reused_and_checked(cifar, tmp_path, capsys):
               "--teacher-steps", "9")                                      # unused with --teacher
     assert [s["stage"] for s in res["stages"]] == ["rm"]                  # no teacher retraining
     # the provenance is the reused teacher's own step count, not the unused option
-    ckpt = torch.load(tmp_path / "rm" / "rm.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "rm" / "rm.pt", weights_only=True)
     assert ckpt["args"]["teacher_steps"] == 2
     assert train_image.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
     with pytest.raises(SystemExit, match="not a MixIT one"):
@@ -151,7 +151,7 @@ def test_validation_curve_is_scored_and_kept(cifar20, tmp_path):
     assert [p["step"] for p in curves["sr"]] == [2, 4]
     assert all(0 < p["psnr"] <= 100 for c in curves.values() for p in c)
     assert "psnr_oracle" in curves["mixit"][0] and "psnr_oracle" not in curves["sr"][0]
-    ckpt = torch.load(tmp_path / "sr.pt", weights_only=False)
+    ckpt = torch.load(tmp_path / "sr.pt", weights_only=True)
     assert ckpt["curve"] == curves["sr"]                                  # resumable with its curve
     saved = json.loads((tmp_path / "results.json").read_text())
     assert [s["curve"] for s in saved["stages"]] == [curves["mixit"], curves["sr"]]
@@ -171,7 +171,7 @@ def test_evaluate_rescores_exported_checkpoints_like_the_run(cifar, tmp_path, ca
         res = run(cifar, tmp_path / mode, "--mode", mode)
         rows[mode] = res["rows"]
         train_image.main(["--export", str(tmp_path / mode / f"{mode}.pt"), str(tmp_path / f"{mode}.pt")])
-    small = torch.load(tmp_path / "mixit.pt", weights_only=False)
+    small = torch.load(tmp_path / "mixit.pt", weights_only=True)
     assert set(small) >= {"config", "ema", "stage", "step", "trained_with"} and "opt" not in small
     paths = [str(tmp_path / f"{m}.pt") for m in ("sup-flow", "mixit", "sup-reg")]
     out = train_image.main(["--evaluate", *paths, "--data-dir", cifar, "--eval-size", "4", "--threads", "1"])
@@ -220,8 +220,8 @@ def test_bf16_precision_trains(cifar, tmp_path):
     res = run(cifar, tmp_path, "--mode", "sr", "--precision", "bf16")
     assert all(s["final_loss"] is not None and s["final_loss"] == s["final_loss"] for s in res["stages"])
     run(cifar, tmp_path / "fp32", "--mode", "sr")
-    a = torch.load(tmp_path / "sr.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "fp32" / "sr.pt", weights_only=False)["model"]
+    a = torch.load(tmp_path / "sr.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "fp32" / "sr.pt", weights_only=True)["model"]
     assert any(not torch.equal(a[k], b[k]) for k in a)                    # autocast took effect
     assert all(v.dtype == torch.float32 for v in a.values())               # weights stay fp32
 
