@@ -48,6 +48,7 @@ Choices where the papers are silent (README, "Choices"):
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import math
 import os
@@ -397,14 +398,10 @@ def score(name: str, est: torch.Tensor, sources: torch.Tensor, grouping: str, no
     return row
 
 
-_DIGITS: list = []
-
-
+@functools.lru_cache(maxsize=1)
 def digit_classifier():
     """The shipped MNIST classifier (surf_mini/classifier.py), loaded once; None without it."""
-    if not _DIGITS:
-        _DIGITS.append(load_classifier() if os.path.isfile(CLASSIFIER_PATH) else None)
-    return _DIGITS[0]
+    return load_classifier() if os.path.isfile(CLASSIFIER_PATH) else None
 
 
 def paper_metrics(device):

@@ -10,14 +10,8 @@ import torch
 from surf_mini import checkpoints
 from surf_mini import classifier as C
 from surf_mini import data as D
+from tests.test_checkpoints import one_line_exit
 
-
-def one_line_exit(fn, *args):
-    with pytest.raises(SystemExit) as e:
-        fn(*args)
-    msg = str(e.value.code)
-    assert "\n" not in msg and msg.startswith("error:"), msg
-    return msg
 
 
 @pytest.fixture(scope="module")
