@@ -24,11 +24,15 @@ input gives one line on stderr and exit status 1.
 
 ``--score`` (the optional DNSMOS extra, ``pip install -r requirements-dnsmos.txt``): after each
 input's outputs are written, DNSMOS P.835 (Reddy et al. 2022; reference-free SIG / BAK / OVRL,
-``metrics.dnsmos``: 16 kHz, other rates resampled, 9.01 s windows a second apart) of the input
-mixture and of each output, printed as a table and written to ``<name>_dnsmos.json`` beside the
-outputs (temporary file, then rename). Without the extra: one line saying how to install it,
-and the separation goes on unscored. DNSMOS costs about 0.75 s of one core per 9 s window
-(docs/benchmarks.md), so scoring takes longer than separating.
+``dnsmos.dnsmos_file``: 16 kHz, other rates resampled) of the input mixture and of each
+output, printed as a table and written to ``<name>_dnsmos.json`` beside the outputs
+(temporary file, then rename). Without the extra: one line saying how to install it, and the
+separation goes on unscored. DNSMOS costs about 0.35-0.75 s of CPU per 9.01 s window
+(docs/benchmarks.md). Choice: the reference implementation slides its window a second at a
+time (a short file is repeated to 18 s first: 8 windows for 8.6 s of audio); ``--score``
+takes every 9th of those windows (``--score-hop 9``: 9 s apart, each second scored about
+once), a ninth of the cost; ``--score-hop 1`` gives the reference's own figures, as the audio
+tables' ``--dnsmos`` does. On the demo file the two differ by at most 0.12 (docs/speech.md).
 """
 from __future__ import annotations
 
@@ -40,6 +44,7 @@ import warnings
 import torch
 
 from surf_mini.audio_data import active_level, frame_powers
+from surf_mini.checkpoints import AUDIO_KIND, audio_network, read_checkpoint
 from surf_mini.flow import estimate_sources, is_flow_network
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -67,10 +72,9 @@ class SeparationError(Exception):
 # --------------------------------------------------------------------------------------
 
 def load_model(path: str, device: str = "cpu"):
-    """(network, sample_rate) from a train_audio.py checkpoint (full or ``--export``-ed)."""
-    import train_audio
-    ckpt = train_audio.read_checkpoint(path)               # one-line SystemExit when unusable
-    net = train_audio.network_from(ckpt, "ema", path).to(device).eval().requires_grad_(False)
+    """(network, sample_rate) from a train_audio.py checkpoint (full or exported)."""
+    ckpt = read_checkpoint(path, AUDIO_KIND, "audio")     # one-line SystemExit when unusable
+    net = audio_network(ckpt, "ema", path).to(device).eval().requires_grad_(False)
     net.shaping = ckpt.get("shaping", "plain")             # how x_0's noise was shaped in training
     net.input_level = ckpt.get("input_level")              # its training mixtures' level (older: none)
     return net, int(ckpt["sample_rate"])
@@ -278,21 +282,22 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
 # --score: DNSMOS P.835 of the input and of its outputs (optional extra)
 # --------------------------------------------------------------------------------------
 
-def score_file(path: str, outputs: list[str], out_dir: str | None, threads: int = 1) -> tuple[str, str]:
-    """DNSMOS SIG / BAK / OVRL (``metrics.dnsmos_file``: read from disk window by window, 16 kHz)
+def score_file(path: str, outputs: list[str], out_dir: str | None, threads: int = 1,
+               hop: int = 9) -> tuple[str, str]:
+    """DNSMOS SIG / BAK / OVRL (``dnsmos.dnsmos_file``: read from disk window by window, 16 kHz)
     of the input mixture ``path`` and of each written output; writes ``<name>_dnsmos.json``
     beside the outputs (temporary file, then rename) and returns (the table, the JSON path)."""
     import json
-    from surf_mini.metrics import DNSMOS_WINDOW_S, dnsmos_file
-    rows = [dict(signal="mixture", file=path, **dnsmos_file(path, threads))]
-    rows += [dict(signal=os.path.basename(o), file=o, **dnsmos_file(o, threads)) for o in outputs]
+    from surf_mini.dnsmos import DNSMOS_WINDOW_S, dnsmos_file
+    rows = [dict(signal="mixture", file=path, **dnsmos_file(path, threads, hop))]
+    rows += [dict(signal=os.path.basename(o), file=o, **dnsmos_file(o, threads, hop)) for o in outputs]
     folder = out_dir or os.path.dirname(os.path.abspath(path))
     stem = os.path.splitext(os.path.basename(path))[0]
     final = os.path.join(folder, f"{stem}_dnsmos.json")
     tmp = os.path.join(folder, f".{stem}_dnsmos.tmp{os.getpid()}.json")
     report = {"input": path, "metric": f"DNSMOS P.835 (Reddy et al. 2022), reference-free, at 16 kHz "
                                       f"(other rates resampled), means over {DNSMOS_WINDOW_S} s windows "
-                                      f"one second apart (surf_mini.metrics.dnsmos)",
+                                      f"{hop} s apart (surf_mini.dnsmos; 1 s: the reference's rule)",
               "scores": rows}
     try:
         with open(tmp, "w") as fh:
@@ -349,7 +354,11 @@ def parse_args(argv=None) -> argparse.Namespace:
     p.add_argument("--score", action="store_true",
                    help="also print DNSMOS P.835 SIG/BAK/OVRL of the input and of each output and write "
                         "them to <name>_dnsmos.json (optional extra: pip install -r requirements-dnsmos.txt)")
+    p.add_argument("--score-hop", type=int, default=9,
+                   help="with --score: seconds between DNSMOS windows (1: the reference's rule, 9x the cost)")
     args = p.parse_args(argv)
+    if args.score_hop < 1:
+        p.error("--score-hop must be at least 1")
     if args.steps < 1 or args.batch < 1 or args.chunk <= 0 or args.overlap < 0 or args.overlap >= args.chunk:
         p.error("need --steps >= 1, --batch >= 1, --chunk > 0 and 0 <= --overlap < --chunk")
     if args.num_sources is not None and args.num_sources < 1:
@@ -380,7 +389,7 @@ def main(argv=None) -> list[str]:
     except SeparationError as e:
         raise SystemExit(f"error: {e}") from None
     if args.score:                         # the optional extra: checked once, before any work
-        from surf_mini.metrics import DNSMOSMissing, dnsmos_session
+        from surf_mini.dnsmos import DNSMOSMissing, dnsmos_session
         try:
             dnsmos_session(args.threads or os.cpu_count() or 1)
         except DNSMOSMissing as e:
@@ -398,7 +407,8 @@ def main(argv=None) -> list[str]:
                 written += paths
                 print(f"{f} -> {', '.join(paths)}")
                 if args.score:
-                    text, report = score_file(f, paths, args.out_dir, args.threads or os.cpu_count() or 1)
+                    text, report = score_file(f, paths, args.out_dir, args.threads or os.cpu_count() or 1,
+                                              args.score_hop)
                     print(f"{text}\nwrote {report}")
             except SeparationError as e:
                 print(f"error: {e}", file=sys.stderr)

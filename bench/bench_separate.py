@@ -3,11 +3,11 @@
     python bench/bench_separate.py                 # 10 s (RTF), 1 min and 10 min inputs
     python bench/bench_separate.py --minutes 1 2   # other lengths
 
-Both shipped models are timed: the default (``separate.DEFAULT_CHECKPOINT``, a regression
+Both shipped models are timed: the default (``sup_reg_speech.pt``, a regression
 model: one network pass per chunk) and the SURF-SR flow (5-step Euler: five passes per chunk).
 
 Each input is a 16 kHz mono wav of held-out demo speech mixtures laid end to end; each
-measurement runs ``separate.main`` in its own fresh Python process, which reports its wall
+measurement runs separate.py in its own fresh Python process, which reports its wall
 time and its peak resident memory (``ru_maxrss``). A second process per length loads the same
 modules and the model but separates nothing: the difference is what separation itself costs.
 Flat memory means that difference stays (almost) the same from 1 to 10 minutes; what still
@@ -30,17 +30,23 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
 from surf_mini import audio_data as A  # noqa: E402
+from surf_mini.checkpoints import AUDIO_KIND, read_checkpoint  # noqa: E402
+from surf_mini.methods import METHOD_NAMES  # noqa: E402
 
+# The child runs separate.py as the command line does (runpy, as __main__), or only loads the
+# model the way it does, to time and measure what the model load alone costs.
 CHILD = r"""
-import json, resource, sys, time
+import json, resource, runpy, sys, time
 sys.path.insert(0, {root!r})
-import separate
 argv = {argv!r}
 t0 = time.time()
 if {work!r}:
-    separate.main(argv)
+    sys.argv = ["separate.py", *argv]
+    runpy.run_path({script!r}, run_name="__main__")
 else:
-    separate.load_model(argv[argv.index("--checkpoint") + 1])
+    from surf_mini.checkpoints import AUDIO_KIND, audio_network, read_checkpoint
+    path = argv[argv.index("--checkpoint") + 1]
+    audio_network(read_checkpoint(path, AUDIO_KIND, "audio"), "ema", path)
 print(json.dumps({{"seconds": time.time() - t0,
                    "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}}))
 """
@@ -56,7 +62,7 @@ def make_input(path: str, seconds: float, sr: int = 16000) -> None:
 
 def child(argv: list[str], work: bool, threads: int) -> dict:
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    code = CHILD.format(root=ROOT, argv=argv, work=work)
+    code = CHILD.format(root=ROOT, argv=argv, work=work, script=os.path.join(ROOT, "separate.py"))
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env)
     if out.returncode:
         raise SystemExit(f"error: the separate.py run failed:\n{out.stderr[-2000:]}")
@@ -65,10 +71,9 @@ def child(argv: list[str], work: bool, threads: int) -> dict:
 
 def describe(checkpoint: str) -> str:
     """'<method>, <network>, <passes>' from what the checkpoint says of itself."""
-    import train_audio
-    ckpt = train_audio.read_checkpoint(checkpoint)
+    ckpt = read_checkpoint(checkpoint, AUDIO_KIND, "audio")
     flow = ckpt["config"].get("mode") == "flow"
-    return (f"{train_audio.METHOD_NAMES.get(ckpt['stage'], ckpt['stage'])}, {ckpt['arch']}, "
+    return (f"{METHOD_NAMES.get(ckpt['stage'], ckpt['stage'])}, {ckpt['arch']}, "
             + ("5-step Euler" if flow else "1 pass"))
 
 
@@ -78,9 +83,8 @@ def main() -> None:
     p.add_argument("--minutes", type=float, nargs="+", default=[1.0, 10.0])
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args()
-    import separate
-    models = [(describe(separate.DEFAULT_CHECKPOINT) + " (default)", separate.DEFAULT_CHECKPOINT),
-              (describe(separate.SURF_CHECKPOINT), separate.SURF_CHECKPOINT)]
+    default, surf = (os.path.join(ROOT, "surf_mini", "assets", f) for f in ("sup_reg_speech.pt", "surf_sr_speech.pt"))
+    models = [(describe(default) + " (default)", default), (describe(surf), surf)]
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         for label, seconds in [(f"{a.rtf_seconds:g} s", a.rtf_seconds)] + \

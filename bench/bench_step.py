@@ -32,8 +32,9 @@ import torch
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-import train_image as T  # noqa: E402
+import _image_stage as S  # noqa: E402
 from _timing import median_time  # noqa: E402
+from surf_mini import methods, training  # noqa: E402
 from surf_mini.data import pad_to_multiple  # noqa: E402
 from surf_mini.flow import euler_sample, initial_state  # noqa: E402
 from surf_mini.ncsn import NCSN  # noqa: E402
@@ -41,13 +42,13 @@ from surf_mini.ncsn import NCSN  # noqa: E402
 
 def build(mode: str, args_list: list, images: torch.Tensor, device, compile_: bool = False,
           extra: tuple = ()):
-    args = T.parse_args(["--mode", mode, *args_list, *extra] + (["--compile"] if compile_ else []))
+    args = S.step_args(["--mode", mode, *args_list, *extra] + (["--compile"] if compile_ else []))
     C = images.shape[1]
     teacher = None
-    if mode in T.NEEDS_TEACHER:
-        teacher = NCSN(T.args_config("mixit", args, C)).to(device)
+    if mode in methods.NEEDS_TEACHER:
+        teacher = NCSN(S.network_config("mixit", args, C)).to(device)
         teacher = teacher.eval().requires_grad_(False)
-    stage = T.Stage(mode, T.args_config(mode, args, C), args, device, images, teacher)
+    stage = S.image_stage(mode, args, device, images, teacher)
     stage.step = args.beta_steps                                          # beta = 0 for SURF
     return stage
 
@@ -61,7 +62,7 @@ def to_channels_last(stage):
 
 def step_fn(stage):
     def step():
-        T.optimizer_step(stage)              # stage.step stays put: SURF stays at beta = 0
+        training.optimizer_step(stage, methods.stage_loss)   # stage.step stays put: beta = 0
         if stage.device.type == "cuda":
             torch.cuda.synchronize()
     return step
@@ -69,7 +70,7 @@ def step_fn(stage):
 
 def floor_parts(stage, B: int):
     """The three timed pieces of SURF's floor on one batch of mixtures."""
-    m = stage.mixtures.mixtures(B).to(stage.device)
+    m = stage.batches.mixtures(B).to(stage.device)
     K = stage.net.config.num_sources
     sync = torch.cuda.synchronize if stage.device.type == "cuda" else (lambda: None)
 
@@ -134,7 +135,7 @@ def main():
     p.add_argument("--net", default="cpu", choices=("cpu", "paper"))
     p.add_argument("--batch", type=int, default=32)
     p.add_argument("--repeats", type=int, default=7)
-    p.add_argument("--modes", default=",".join(T.MODES))
+    p.add_argument("--modes", default=",".join(methods.MODES))
     p.add_argument("--variant-modes", default="sup-flow,mixit,sr",
                    help="modes timed with each speed-up (comma list, or '' for none)")
     p.add_argument("--no-compile", action="store_true", help="leave out the (slow to build) compile column")
@@ -149,11 +150,11 @@ def main():
     if a.threads:
         torch.set_num_threads(a.threads)
     if a.widths:
-        a.modes = a.modes if a.modes != ",".join(T.MODES) else "sup-flow,sup-reg"
+        a.modes = a.modes if a.modes != ",".join(methods.MODES) else "sup-flow,sup-reg"
         return width_table(a, device)
     torch.manual_seed(0)
     images, _ = pad_to_multiple(torch.rand(512, 1, 28, 28),
-                                T.network_config("sr", a.net, 1).size_multiple)
+                                methods.image_network("sr", a.net, 1).size_multiple)
     out = tempfile.mkdtemp()
     common = ["--net", a.net, "--batch", str(a.batch), "--out", out, "--device", a.device,
               "--precision", "fp32", "--no-compile"]          # the baseline: eager float32

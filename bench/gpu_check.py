@@ -92,10 +92,10 @@ def compile_vs_eager(device, tiny: bool, repeats: int) -> list[dict]:
 def headline_budget(device, tiny: bool, repeats: int) -> dict:
     """Part 3: the SR stage's step at the GPU budget, steps/s and peak memory."""
     import bench_step as S          # the stage exactly as train_image.py builds it
-    import train_image as T
+    from _image_stage import GPU_BATCH
     from surf_mini.data import pad_to_multiple
     images, _ = pad_to_multiple(torch.rand(512, 3, 32, 32), 8)
-    net, batch = ("cpu", 4) if tiny else ("paper", T.PRESETS["gpu"]["batch"])
+    net, batch = ("cpu", 4) if tiny else ("paper", GPU_BATCH)
     extra = ["--precision", "bf16"] + (["--compile"] if device.type == "cuda" else ["--no-compile"])
     common = ["--net", net, "--batch", str(batch), "--out", tempfile.mkdtemp(), "--device", str(device),
               "--dataset", "cifar10", "--cpu-ok"]

@@ -5,7 +5,7 @@
 
 For every pair of speakers of ``--split`` it draws ``--per-pair`` fixed two-speaker mixtures
 (4 s, second voice at ``--snr`` dB, seed per pair) with ``audio_data.ClipMixer`` restricted to
-the pair, separates them with each checkpoint's EMA network as ``train_audio.py --evaluate``
+the pair, separates them with each checkpoint's EMA network as ``-m surf_mini.audio_eval evaluate``
 does (5-step Euler for flows) and prints one table: SI-SDRi per pair and checkpoint (a
 4-output MixIT network merged to 2 without references), then each speaker's mean over its
 pairs. The overall figure of ``--evaluate`` hides which voices fail; this is the diagnosis
@@ -24,7 +24,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import train_audio  # noqa: E402
+from surf_mini import audio_eval as E  # noqa: E402
+from surf_mini.checkpoints import audio_network  # noqa: E402
 from surf_mini import audio_data as A  # noqa: E402
 from surf_mini.metrics import audio_scores  # noqa: E402
 
@@ -38,7 +39,7 @@ def pair_mixtures(clips: dict, a: str, b: str, n: int, length: int, snr: float):
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--data", required=True, help="a corpus folder (python -m surf_mini.corpus speech DIR)")
+    p.add_argument("--data", required=True, help="a corpus folder (python prepare/speech.py DIR)")
     p.add_argument("--split", default="test", choices=("test", "valid", "train"))
     p.add_argument("--per-pair", type=int, default=12)
     p.add_argument("--seconds", type=float, default=4.0)
@@ -46,9 +47,9 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    ckpts, sr = train_audio.read_checkpoints(a.checkpoints, "score")
+    ckpts, sr = E.read_checkpoints(a.checkpoints, "score")
     nets = [("/".join(os.path.abspath(path).split(os.sep)[-3:-1]),           # e.g. speech3/sup-reg
-             train_audio.network_from(ckpt)) for path, ckpt in ckpts]
+             audio_network(ckpt, "ema", path)) for path, ckpt in ckpts]
     try:
         clips = A.load_clips(a.data, sr, a.split)
     except A.AudioDataError as e:
@@ -59,7 +60,7 @@ def main(argv=None) -> None:
         m, ref = pair_mixtures(clips, s1, s2, a.per_pair, length, a.snr)
         cells = []
         for j, (_, net) in enumerate(nets):
-            est = train_audio.separate(net, m, "cpu", 0)
+            est = E.separate(net, m, "cpu", 0)
             # matched per reference (PIT), a 4-output net merged to 2 first; the table shows
             # SI-SDRi only, so ESTOI and PESQ (about 0.1 s a signal) are not computed
             score = audio_scores(est, ref, m, sr, "merged", perceptual=False)["si_sdri"].mean().item()

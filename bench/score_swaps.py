@@ -4,7 +4,7 @@ while and then the other.
     python bench/score_swaps.py CKPT [CKPT ...] --data ~/data/speech4        # the real-voice test set
     python bench/score_swaps.py CKPT --data ~/data/speech4 --windows 2 1 0.5
 
-The test mixtures are those of ``train_audio.py --evaluate`` with the same ``--eval-*``
+The test mixtures are those of ``python -m surf_mini.audio_eval evaluate`` with the same ``--eval-*``
 options (default: 200 mixtures of 4 s at 0 dB). Each checkpoint separates them as
 ``--evaluate`` does (a 4-output MixIT network merged to 2 without references). Then the
 outputs are put in order against the references twice:
@@ -28,7 +28,8 @@ import torch
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
-import train_audio  # noqa: E402
+from surf_mini import audio_eval as E  # noqa: E402
+from surf_mini.checkpoints import audio_network  # noqa: E402
 from surf_mini import audio_data as A  # noqa: E402
 from surf_mini.metrics import si_sdr_improvement  # noqa: E402
 from surf_mini.mixit import merge_outputs  # noqa: E402
@@ -52,7 +53,7 @@ def order_by_window(est: torch.Tensor, ref: torch.Tensor, window: int) -> torch.
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("checkpoints", nargs="+")
-    p.add_argument("--data", required=True, help="a corpus folder (python -m surf_mini.corpus speech DIR)")
+    p.add_argument("--data", required=True, help="a corpus folder (python prepare/speech.py DIR)")
     p.add_argument("--eval-size", type=int, default=200)
     p.add_argument("--eval-seconds", type=float, default=4.0)
     p.add_argument("--eval-snr", type=float, default=0.0)
@@ -61,18 +62,17 @@ def main(argv=None) -> None:
     p.add_argument("--threads", type=int, default=torch.get_num_threads())
     a = p.parse_args(argv)
     torch.set_num_threads(a.threads)
-    ckpts, sr = train_audio.read_checkpoints(a.checkpoints, "score")
-    # the mixtures of train_audio.py --evaluate with these --eval-* options, built once
-    spec = train_audio.parse_args(["--evaluate", *a.checkpoints, "--data", a.data,
-                                   "--eval-size", str(a.eval_size), "--eval-seconds", str(a.eval_seconds),
-                                   "--eval-snr", str(a.eval_snr)])
+    ckpts, sr = E.read_checkpoints(a.checkpoints, "score")
+    # the mixtures of `python -m surf_mini.audio_eval evaluate` with these --eval-* options
+    spec = argparse.Namespace(task="speech", data=a.data, eval_csv=None, eval_size=a.eval_size,
+                              eval_seconds=a.eval_seconds, eval_snr=a.eval_snr)
     try:
-        m, ref = train_audio.test_set(spec, sr)                               # [N, 1, T], [N, 2, T]
+        m, ref = E.test_set(spec, sr)                               # [N, 1, T], [N, 2, T]
     except A.AudioDataError as e:
         raise SystemExit(f"error: {e}") from None
     rows = []
     for path, ckpt in ckpts:
-        est = train_audio.separate(train_audio.network_from(ckpt), m, "cpu", 0)
+        est = E.separate(audio_network(ckpt, "ema", path), m, "cpu", 0)
         est = merge_outputs(est, ref.shape[1]) if est.shape[1] > ref.shape[1] else est
         cells = [order_by_window(est, ref, est.shape[-1])]                    # whole mixture: PIT
         cells += [order_by_window(est, ref, max(1, int(w * sr))) for w in a.windows]

@@ -24,13 +24,16 @@ Configurations (a row changes one thing from the baseline, the train_image.py de
 import argparse
 import json
 import os
+import subprocess
 import sys
 import time
 
 import torch
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-import train_image as T  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from surf_mini.checkpoints import IMAGE_KIND, image_network, read_checkpoint  # noqa: E402
+from surf_mini.image_eval import separate  # noqa: E402
 from surf_mini import data as D  # noqa: E402
 from surf_mini.metrics import image_scores  # noqa: E402
 
@@ -75,12 +78,14 @@ def main():
         args = ["--mode", "sup-flow", "--steps", str(steps), "--out", out, "--threads", str(a.threads),
                 "--eval-size", "10", "--val-every", "250", "--resume", *extra]
         t0 = time.time()
-        res = T.main(args)
-        ckpt = T.read_checkpoint(os.path.join(out, "sup-flow.pt"))
-        net = T.network_from(ckpt)
+        subprocess.run([sys.executable, os.path.join(ROOT, "train_image.py"), *args], check=True, cwd=ROOT)
+        with open(os.path.join(out, "results.json")) as f:
+            res = json.load(f)
+        path = os.path.join(out, "sup-flow.pt")
+        net = image_network(read_checkpoint(path, IMAGE_KIND, "image"), "ema", path)
         cells = []
         for sched in SAMPLERS.values():
-            est = T.separate(net, m, "cpu", seed=0, schedule=sched)
+            est = separate(net, m, "cpu", seed=0, schedule=sched)
             cells.append(f"{image_scores(est, src, 'merged')['psnr'].mean().item():.2f}")
         sps = res["stages"][-1]["sec_per_step"] if res else float("nan")
         print(f"| {name} | " + " | ".join(cells) + f" | {sps} |", flush=True)

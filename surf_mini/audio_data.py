@@ -1,142 +1,25 @@
-"""Audio data: the small speech demo set that ships with the repository, and how it was made.
+"""Audio data: the small speech demo set that ships with the repository, and the mixtures
+made from it or from any folder of clips, a built corpus or LibriMix.
 
-No speech corpus can be downloaded where this project is built, so the demo set is made from
-what installs from Debian (docs/installing.md):
+The demo set (``assets/demo_speech``, ``DEMO_DIR``) holds 120 single-speaker clips of 30
+speakers, 25 in ``train`` and 5 held out in ``test``: real voices from Debian's
+``klettres-data`` and synthetic ones from ``flite`` and ``espeak-ng``, 16 kHz mono 16-bit FLAC,
+with a ``manifest.csv`` (file, speaker, origin, split). ``prepare/demo.py`` built it, and the
+README's demo mixture ``assets/demo_mix.wav`` (the sum of ``demo_mixture_sources``); the larger
+speech corpus, which has the same layout, is built by ``prepare/speech.py`` (docs/speech.md).
+Nothing here builds data: this module reads it.
 
-  * real recorded voices: ``klettres-data`` (KDE's KLettres: letters and syllables spoken by
-    one native speaker per language, OGG, GPL-2+). A "sentence" is a run of 4-9 random
-    clips of one speaker with short random pauses, which keeps the speaker's voice and gives
-    speech-like syllable rhythm;
-  * synthetic voices: ``flite`` (CMU voices awb, rms, slt, kal16) and ``espeak-ng`` (a few
-    languages and voice variants) reading sentences drawn from a small word list written here.
-
-Every clip is one speaker, 16 kHz mono, peak-normalized to -3 dBFS after trimming, written as
-16-bit FLAC; ``manifest.csv`` lists file, speaker, origin and split. Speakers, not clips,
-are split: the ``test`` speakers never occur in ``train``. Mixtures are made on the fly from
-these single-speaker clips (the supervised baselines and the evaluation sets need the
-references; the unsupervised methods see only the mixtures).
-
-    apt-get install flite espeak-ng klettres-data       # Debian bookworm
-    python -m surf_mini.audio_data make-demo surf_mini/assets/demo_speech
-
-The command is deterministic given the same Debian packages (seeded choices).
+Mixtures are made on the fly from single-speaker clips (``load_clips``, ``ClipMixer``; the
+supervised baselines and the evaluation sets need the references, the unsupervised methods
+see only the mixtures, ``MixtureView``), with optional augmentation of each source before
+the sum, so that the mixture stays the sum of its sources (SURF (1)).
 """
 from __future__ import annotations
 
 import csv
 import os
-import random
-import shutil
-import subprocess
-import sys
-import tempfile
 
-import numpy as np
-
-SAMPLE_RATE = 16000
-KLETTRES = "/usr/share/klettres"
-FLITE_VOICES = ("awb", "rms", "slt", "kal16")
-ESPEAK_VOICES = ("en+m3", "en-us+f2", "de+m1", "fr+f3", "es+m2", "it+f1")
-# Held-out speakers (evaluation only): 3 real voices, 1 flite voice, 1 espeak voice.
-TEST_SPEAKERS = {"klettres-it", "klettres-nl", "klettres-ru", "flite-slt", "espeak-fr+f3"}
-WORDS = ("the a one two red blue green small large old new quick slow happy quiet little "
-         "house river garden window morning evening letter music paper number table city "
-         "walks reads sings finds opens carries watches brings keeps follows builds paints "
-         "under over near behind across before after with without and but then").split()
-
-
-def _resample(x: np.ndarray, sr: int) -> np.ndarray:
-    if sr == SAMPLE_RATE:
-        return x
-    import torch
-    import torchaudio
-    return torchaudio.functional.resample(torch.from_numpy(x).float(), sr, SAMPLE_RATE).numpy()
-
-
-def _trim(x: np.ndarray) -> np.ndarray:
-    """Cut leading/trailing samples below 2 % of the peak (empty when all of x is silent)."""
-    loud = np.nonzero(np.abs(x) > 0.02 * (np.abs(x).max(initial=0.0) + 1e-9))[0]
-    return x[loud[0]:loud[-1] + 1] if len(loud) else x[:0]
-
-
-def _finish(x: np.ndarray, seconds: float) -> np.ndarray:
-    """Trim leading/trailing near-silence, crop or zero-pad to ``seconds``, peak -3 dBFS."""
-    x = _trim(np.asarray(x, dtype=np.float32))
-    n = int(seconds * SAMPLE_RATE)
-    x = x[:n] if len(x) >= n else np.pad(x, (0, n - len(x)))
-    return (x / (np.abs(x).max() + 1e-9) * 10 ** (-3 / 20)).astype(np.float32)
-
-
-def _klettres_clip(files: list[str], rng: random.Random, seconds: float) -> np.ndarray:
-    """4-9 random clips of one speaker (``files``, sorted), trimmed, with short pauses."""
-    import soundfile as sf
-    pieces = []
-    for path in rng.sample(files, min(len(files), rng.randint(4, 9))):
-        x, sr = sf.read(path, dtype="float32", always_2d=True)
-        pieces.append(_trim(_resample(x.mean(1), sr)))
-        pieces.append(np.zeros(int(rng.uniform(0.05, 0.15) * SAMPLE_RATE), np.float32))
-    return _finish(np.concatenate(pieces), seconds)
-
-
-def _sentence(rng: random.Random) -> str:
-    return " ".join(rng.choice(WORDS) for _ in range(rng.randint(6, 10))) + "."
-
-
-def _tts_clip(cmd: list, rng: random.Random, seconds: float) -> np.ndarray:
-    import soundfile as sf
-    with tempfile.TemporaryDirectory() as tmp:
-        wav = os.path.join(tmp, "x.wav")
-        text = _sentence(rng)
-        full = [a.replace("{wav}", wav).replace("{text}", text) for a in cmd]
-        subprocess.run(full, check=True, capture_output=True)
-        x, sr = sf.read(wav, dtype="float32", always_2d=True)
-    return _finish(_resample(x.mean(1), sr), seconds)
-
-
-def speakers() -> dict:
-    """name -> (origin, clip maker) for every speaker the installed packages provide."""
-    out = {}
-    if os.path.isdir(KLETTRES):
-        for lang in sorted(os.listdir(KLETTRES)):
-            d = os.path.join(KLETTRES, lang)
-            files = sorted(os.path.join(r, f) for r, _, fs in os.walk(d) for f in fs if f.endswith(".ogg"))
-            if files:
-                out[f"klettres-{lang}"] = ("klettres-data (GPL-2+)",
-                                           lambda rng, s, files=files: _klettres_clip(files, rng, s))
-    if shutil.which("flite"):
-        for v in FLITE_VOICES:
-            out[f"flite-{v}"] = ("flite", lambda rng, s, v=v: _tts_clip(
-                ["flite", "-voice", v, "-t", "{text}", "-o", "{wav}"], rng, s))
-    if shutil.which("espeak-ng"):
-        for v in ESPEAK_VOICES:
-            out[f"espeak-{v}"] = ("espeak-ng", lambda rng, s, v=v: _tts_clip(
-                ["espeak-ng", "-v", v, "-s", str(rng.randint(140, 180)), "-w", "{wav}", "{text}"], rng, s))
-    return out
-
-
-def make_demo(out_dir: str, clips_per_speaker: int = 4, seconds: float = 2.0, seed: int = 0) -> None:
-    """Write the demo set (FLAC clips + manifest.csv) into ``out_dir``."""
-    import soundfile as sf
-    found = speakers()
-    if not found:
-        raise SystemExit("error: no voices found; apt-get install flite espeak-ng klettres-data")
-    os.makedirs(out_dir, exist_ok=True)
-    rows = []
-    for name, (origin, make) in sorted(found.items()):
-        rng = random.Random(f"{seed}-{name}")
-        split = "test" if name in TEST_SPEAKERS else "train"
-        for i in range(clips_per_speaker):
-            x = make(rng, seconds)
-            fname = f"{name}_{i}.flac"
-            tmp = os.path.join(out_dir, f".{fname}.tmp")
-            sf.write(tmp, x, SAMPLE_RATE, format="FLAC", subtype="PCM_16")
-            os.replace(tmp, os.path.join(out_dir, fname))
-            rows.append({"file": fname, "speaker": name, "origin": origin, "split": split})
-    with open(os.path.join(out_dir, "manifest.csv"), "w", newline="") as f:
-        w = csv.DictWriter(f, fieldnames=["file", "speaker", "origin", "split"])
-        w.writeheader()
-        w.writerows(rows)
-    print(f"wrote {len(rows)} clips of {len(found)} speakers to {out_dir}")
+SAMPLE_RATE = 16000            # the demo set's and the speech corpus's rate
 
 
 # --------------------------------------------------------------------------------------
@@ -407,23 +290,3 @@ def demo_mixture_sources(speakers: tuple = DEMO_MIX_SPEAKERS, gap: float = 0.15)
     voices = [torch.cat([torch.cat([c, pause]) for c in clips[s]]) for s in speakers]
     n = min(len(v) for v in voices)
     return torch.stack([v[:n] / v[:n].pow(2).mean().sqrt() * 0.1 for v in voices])   # 0 dB, RMS 0.1 each
-
-
-def make_demo_mixture(path: str, speakers: tuple = DEMO_MIX_SPEAKERS, gap: float = 0.15) -> None:
-    """Write the README's example input: ``demo_mixture_sources`` summed, 16 kHz, 16-bit wav."""
-    import soundfile as sf
-    voices = demo_mixture_sources(speakers, gap)
-    tmp = path + ".tmp.wav"
-    sf.write(tmp, (voices[0] + voices[1]).numpy(), SAMPLE_RATE, subtype="PCM_16")
-    os.replace(tmp, path)
-
-
-if __name__ == "__main__":
-    if len(sys.argv) >= 3 and sys.argv[1] == "build-corpus":        # the speech corpus, corpus.py
-        from surf_mini import corpus
-        corpus.main(["speech"] + sys.argv[2:])
-        sys.exit(0)
-    if len(sys.argv) != 3 or sys.argv[1] not in ("make-demo", "make-mix"):
-        raise SystemExit("usage: python -m surf_mini.audio_data make-demo OUT_DIR | make-mix OUT.wav "
-                         "| build-corpus OUT_DIR")
-    (make_demo if sys.argv[1] == "make-demo" else make_demo_mixture)(sys.argv[2])

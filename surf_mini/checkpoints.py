@@ -16,6 +16,11 @@ model hub or a colleague's folder can otherwise run any command the moment it is
     and what is wrong: not found, truncated or corrupt, unsafe content refused, wrong kind.
   * ``load_network``: rebuild a network from the config inside a checkpoint and load its
     weights, with one line for a config that builds no network or weights that do not fit.
+  * ``image_network`` / ``audio_network``: the network of an image or audio checkpoint, the
+    one way every entry point (separate.py, the evaluation commands, bench/) rebuilds one.
+  * ``python -m surf_mini.checkpoints export RUN.pt SMALL.pt``: keep what separation and
+    evaluation need (config, EMA weights, provenance, learning curve), a few hundred kB to a
+    few MB; ``check FILE...`` says what each file is.
   * ``python -m surf_mini.checkpoints convert OLD NEW``: the one explicit, documented way to
     read a checkpoint written before 2026-12-02 (those held an argparse Namespace in a few
     cases) with the unrestricted unpickler. It runs whatever the file holds: use it only on
@@ -132,6 +137,56 @@ def load_network(path: str, ckpt: dict, build: Callable[[dict], torch.nn.Module]
     return net
 
 
+IMAGE_KIND = "surf_mini.ncsn"           # train_image.py's checkpoints (NCSN++ networks)
+AUDIO_KIND = "surf_mini.audio"          # train_audio.py's (ConvTasNet or MB-TFLocoformer)
+
+
+def build_image(ckpt: dict) -> torch.nn.Module:
+    from .ncsn import NCSN, NCSNConfig
+    return NCSN(NCSNConfig(**ckpt["config"]))
+
+
+def build_audio(ckpt: dict) -> torch.nn.Module:
+    """``ckpt["arch"]`` names the class, ``ckpt["config"]`` its config."""
+    from .convtasnet import ConvTasNet, ConvTasNetConfig
+    from .locoformer import LocoformerConfig, MBTFLocoformer
+    arch = {"convtasnet": (ConvTasNet, ConvTasNetConfig), "locoformer": (MBTFLocoformer, LocoformerConfig)}
+    cls, config = arch[ckpt["arch"]]
+    return cls(config(**ckpt["config"]))
+
+
+def image_network(ckpt: dict, which: str = "ema", path: str = "checkpoint") -> torch.nn.Module:
+    """The NCSN an image checkpoint describes, with its ``which`` weights ("ema" or "model")."""
+    return load_network(path, ckpt, build_image, which)
+
+
+def audio_network(ckpt: dict, which: str = "ema", path: str = "checkpoint") -> torch.nn.Module:
+    """The ConvTasNet or locoformer an audio checkpoint describes, with its ``which`` weights."""
+    return load_network(path, ckpt, build_audio, which)
+
+
+# What an exported checkpoint keeps besides its weights: the fields separation and evaluation
+# read, and from the run's options the ones that say how it was trained (its provenance).
+EXPORT_FIELDS = ("kind", "arch", "stage", "config", "ema", "sample_rate", "shaping", "input_level",
+                 "step", "curve")
+PROVENANCE = ("task", "dataset", "mode", "net", "reg_net", "steps", "teacher_steps", "batch", "seconds",
+              "lr", "warmup", "ema", "beta_steps", "precision", "merge", "mixit_sparsity", "time",
+              "flow_loss", "flow_head", "loss_space", "nf", "res_blocks", "augment", "data", "mixtures",
+              "librimix", "seed")
+
+
+def export(src: str, dst: str) -> None:
+    """Write ``src``'s EMA network, config and provenance alone to ``dst`` (atomic): what
+    separate.py and the evaluation commands need, without the optimizer or the raw weights."""
+    ckpt = read_checkpoint(src)
+    if "args" not in ckpt:
+        raise _fail(src, "is already exported (it holds no run options); copy it instead")
+    small = {k: ckpt[k] for k in EXPORT_FIELDS if k in ckpt}
+    small["trained_with"] = {k: ckpt["args"].get(k) for k in PROVENANCE if k in ckpt["args"]}
+    save_checkpoint(dst, small)
+    print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
+
+
 def convert(src: str, dst: str) -> None:
     """Re-save a checkpoint of an older surf_mini as plain data. UNSAFE for files you did not
     make: this one read uses the unrestricted unpickler, which runs what the file holds."""
@@ -143,10 +198,13 @@ def convert(src: str, dst: str) -> None:
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(prog="python -m surf_mini.checkpoints",
-                                description="Check or convert surf_mini checkpoints.")
+                                description="Check, export or convert surf_mini checkpoints.")
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("check", help="read each file with the safe loader and say what it is")
     c.add_argument("paths", nargs="+")
+    e = sub.add_parser("export", help="keep the EMA network, config and provenance of a run's checkpoint")
+    e.add_argument("src")
+    e.add_argument("dst")
     v = sub.add_parser("convert", help="UNSAFE for files you did not make: re-save an older "
                                        "checkpoint as plain data")
     v.add_argument("src")
@@ -156,6 +214,8 @@ def main(argv=None) -> None:
         for path in a.paths:
             ckpt = read_checkpoint(path)
             print(f"{path}: {ckpt['kind']}, stage {ckpt.get('stage')}, step {ckpt.get('step')}")
+    elif a.cmd == "export":
+        export(a.src, a.dst)
     else:
         if not os.path.isfile(a.src):
             raise _fail(a.src, "not found")

@@ -2,7 +2,7 @@
 
 FUSS [2] mixes sound events of any kind, and a separator must also get their number right.
 This module draws such mixtures from the offline sound-event set that
-``python -m surf_mini.corpus fuss DIR`` builds from Debian packages (docs/fuss.md; a 36-event
+``python prepare/fuss.py DIR`` builds from Debian packages (docs/fuss.md; a 36-event
 sample ships in ``assets/fuss_sample``). The recipe follows FUSS's scaper script [3]:
 
   * every mixture has **one background**, a long clip that spans the whole mixture (random
@@ -75,7 +75,7 @@ def load_events(folder: str = FUSS_SAMPLE_DIR, sample_rate: int = CPU_SAMPLE_RAT
     read at ``sample_rate``; only the rows of ``split`` ("train", "valid", "test") if given."""
     manifest = os.path.join(folder, "manifest.csv")
     if not os.path.isfile(manifest):
-        raise AudioDataError(f"{folder}: no manifest.csv; build the set with python -m surf_mini.corpus fuss DIR")
+        raise AudioDataError(f"{folder}: no manifest.csv; build the set with python prepare/fuss.py DIR")
     with open(manifest, newline="") as f:
         rows = [r for r in csv.DictReader(f) if split is None or r["split"] == split]
     if not rows:

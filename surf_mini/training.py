@@ -1,7 +1,7 @@
-"""What train_image.py and train_audio.py share: the plain training loop and its checkpoints.
+"""The plain training loop both scripts share: one network, its EMA copy, AdamW, checkpoints.
 
-No separation math lives here (that is flow/pit/remix/mixit/ema); this is the plumbing of
-FLOSS section 4 / SURF D.3 training as both scripts run it:
+No separation math lives here (that is flow/pit/remix/mixit/ema, and which loss each method
+trains on is methods.py); this is the plumbing of FLOSS section 4 / SURF D.3 training:
 
   * ``Stage``: one network being trained, with its EMA copy (SURF Alg. 1 line 16), AdamW,
     two random generators (data draws, and the algorithm's noise / t / shuffles) and a step
@@ -9,24 +9,16 @@ FLOSS section 4 / SURF D.3 training as both scripts run it:
     RNGs and optimizer included, so a resumed run continues bit for bit.
   * ``optimizer_step`` / ``train_stage``: lr schedule, loss (optionally under bf16 autocast),
     finite check, backward, clip, AdamW, EMA update; the loop with tqdm, periodic atomic
-    checkpoints and a validation score every ``--val-every`` steps (the learning curve,
-    kept in the checkpoint so a resumed run continues it).
-  * checkpoints are surf_mini/checkpoints.py's (plain data, atomic writes, the safe reader);
-    ``save_checkpoint``, ``write_text`` and ``read_checkpoint`` are re-exported here.
-  * several processes (``torchrun``): ``init_distributed`` joins torchrun's process group and
-    the trained network's forward/backward goes through DistributedDataParallel; everything
-    else (EMA, teachers, checkpoints) stays plain. A plain ``python train_*.py`` makes no
-    process group at all and runs exactly as before (see the section's comment and
-    docs/training-on-gpus.md).
-
-Each script supplies what differs: how its network is built and which loss a stage computes.
+    checkpoints (checkpoints.py) and a validation score every ``--val-every`` steps (the
+    learning curve, kept in the checkpoint so a resumed run continues it).
+  * several processes (``torchrun``, distributed.py): the trained network's forward/backward
+    goes through DistributedDataParallel; everything else (EMA, teachers, checkpoints) stays
+    plain.
 """
 from __future__ import annotations
 
-import contextlib
 import copy
 import dataclasses
-import hashlib
 import math
 import os
 import sys
@@ -36,7 +28,9 @@ from typing import Callable
 import torch
 from tqdm import tqdm
 
-from .checkpoints import read_checkpoint, save_checkpoint, write_text  # noqa: F401  (re-exported)
+from .checkpoints import read_checkpoint, save_checkpoint
+from .distributed import (WORLD, barrier, distributed, from_main, gather_objects, is_main,
+                          mean_over_ranks, stream_seed, to_device)
 from .ema import ema_update
 
 
@@ -55,195 +49,6 @@ def init_from(student: torch.nn.Module, source: torch.nn.Module) -> int:
     return len(shared)
 
 
-# --------------------------------------------------------------------------------------
-# Several processes: torchrun and DistributedDataParallel
-# --------------------------------------------------------------------------------------
-# `torchrun --nproc_per_node W train_image.py ...` starts W copies of a script with RANK,
-# WORLD_SIZE and LOCAL_RANK set; a plain `python train_image.py` sets none of them, and then
-# nothing below makes a process group: every helper is the one-process identity, so a
-# single-process run is bit for bit what it was before this section existed.
-#
-# How a step is shared (docs/training-on-gpus.md says the same for users):
-#   * data: every rank draws the same *global* batch of B mixtures from the data stream g_data
-#     (one seed on every rank) and keeps its own rows [r B/W, (r+1) B/W) (``Stage.mine``). The
-#     ranks' rows together are the one-process batch, and g_data is in the same state on every
-#     rank, so rank 0's checkpoint restores it for any number of processes.
-#   * noise: the algorithm's noise / t / shuffles (g_alg) and dropout draw from one stream per
-#     rank (``stream_seed``); rank 0 keeps the one-process seeds.
-#   * gradients: each rank's loss is the mean over its B/W rows and DDP averages the gradients
-#     over the W ranks: the gradient of the mean over all B rows. Clipping and AdamW run after
-#     that all-reduce, on identical gradients, so the weights stay identical on every rank.
-#   * the EMA copy, the frozen teacher and the hybrid teacher's sampling use the plain modules
-#     on every rank (same weights everywhere); only the trained network's forward and backward
-#     go through DDP.
-#   * rank 0 alone reads (and sends) checkpoints, writes them, shows progress and evaluates.
-
-@dataclasses.dataclass
-class World:
-    """This process's place among torchrun's: rank, number of processes, rank on its node."""
-    rank: int = 0
-    size: int = 1
-    local_rank: int = 0
-    owned: bool = False          # this module made the process group (so it destroys it)
-
-
-WORLD = World()                  # one process until ``init_distributed`` says otherwise
-
-
-def world_size_from_env() -> int:
-    """Processes torchrun started (1 without torchrun); readable before any process group."""
-    return int(os.environ.get("WORLD_SIZE", "1"))
-
-
-def distributed() -> bool:
-    return WORLD.size > 1
-
-
-def is_main() -> bool:
-    """Rank 0: the process that writes files, prints and evaluates."""
-    return WORLD.rank == 0
-
-
-def init_distributed(args) -> None:
-    """Join torchrun's process group when it started several processes; otherwise do nothing.
-
-    NCCL when ``args.device`` is CUDA (each process then takes GPU ``LOCAL_RANK``: ``args.device``
-    becomes ``cuda:<LOCAL_RANK>``), gloo on the CPU. Several nodes are torchrun's business
-    (``--nnodes``, ``--rdzv-endpoint``): the variables it sets are all this reads.
-    """
-    size = world_size_from_env()
-    if size <= 1:
-        return
-    import torch.distributed as dist
-    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
-    cuda = str(args.device).startswith("cuda")
-    if cuda:
-        if local >= torch.cuda.device_count():
-            raise SystemExit(f"error: process {local} of this node needs GPU {local}, but torch sees "
-                             f"{torch.cuda.device_count()}; start at most that many (--nproc_per_node) "
-                             f"or pass --device cpu")
-        args.device = f"cuda:{local}"
-        torch.cuda.set_device(local)
-    owned = not dist.is_initialized()
-    if owned:
-        dist.init_process_group("nccl" if cuda else "gloo")
-    WORLD.rank, WORLD.size, WORLD.local_rank, WORLD.owned = rank, size, local, owned
-
-
-def destroy_distributed() -> None:
-    """Leave the process group ``init_distributed`` made (no-op for one process)."""
-    if WORLD.owned:
-        import torch.distributed as dist
-        dist.destroy_process_group()
-    WORLD.rank, WORLD.size, WORLD.local_rank, WORLD.owned = 0, 1, 0, False
-
-
-@contextlib.contextmanager
-def process_group(args):
-    """``with process_group(args): ...`` runs the body inside torchrun's process group (joined by
-    ``init_distributed``, left afterwards even on an error); one process: nothing happens."""
-    init_distributed(args)
-    try:
-        yield
-    finally:
-        destroy_distributed()
-
-
-def barrier() -> None:
-    if distributed():
-        import torch.distributed as dist
-        dist.barrier()
-
-
-def mean_over_ranks(x: torch.Tensor) -> torch.Tensor:
-    """The average of a tensor over the ranks (the tensor itself for one process)."""
-    if not distributed():
-        return x
-    import torch.distributed as dist
-    x = x.clone()
-    dist.all_reduce(x)
-    return x / WORLD.size
-
-
-def gather_objects(obj) -> list:
-    """``[obj of rank 0, obj of rank 1, ...]`` on every rank (``[obj]`` for one process)."""
-    if not distributed():
-        return [obj]
-    import torch.distributed as dist
-    out = [None] * WORLD.size
-    dist.all_gather_object(out, obj)
-    return out
-
-
-def _agree(error: str | None) -> None:
-    """Collective: if any rank met a one-line error, every rank stops with the first one (a
-    rank stopping alone would leave the others waiting in the next collective)."""
-    errors = [e for e in gather_objects(error) if e is not None]
-    if errors:
-        raise SystemExit(errors[0])
-
-
-def in_turn(fn: Callable[[], object]):
-    """``fn()`` on every rank: rank 0 first, then the first process of every other node, then the
-    rest. A dataset download into a shared folder so happens once (the others find it there),
-    and once per node on separate disks. A ``SystemExit`` on any rank stops all of them."""
-    if not distributed():
-        return fn()
-    out, error = None, None
-    for turn in (is_main(), not is_main() and WORLD.local_rank == 0, WORLD.local_rank != 0):
-        if turn:
-            try:
-                out = fn()
-            except SystemExit as e:
-                error = str(e)
-        _agree(error)
-    return out
-
-
-def from_main(fn: Callable[[], object]):
-    """``fn()`` on rank 0 alone, its result sent to every rank: a checkpoint is read by rank 0 and
-    broadcast, so ``--out`` need only exist on the first node. Its ``SystemExit`` stops all."""
-    if not distributed():
-        return fn()
-    import torch.distributed as dist
-    box = [None, None]
-    if is_main():
-        try:
-            box[0] = fn()
-        except SystemExit as e:
-            box[1] = str(e)
-    dist.broadcast_object_list(box, src=0)
-    if box[1] is not None:
-        raise SystemExit(box[1])
-    return box[0]
-
-
-def stream_seed(seed: int, rank: int, step: int = 0) -> int:
-    """Seed of rank ``rank``'s noise or dropout stream: ``seed`` itself on rank 0 (one process is
-    unchanged), a hash of (seed, rank, step) elsewhere, so the ranks draw independent noise.
-    ``step`` > 0 re-derives a stream afresh when a run resumes on another number of processes."""
-    if rank == 0:
-        return seed
-    digest = hashlib.sha256(f"surf_mini/{seed}/{rank}/{step}".encode()).digest()
-    return int.from_bytes(digest[:8], "little") >> 1                      # in [0, 2**63)
-
-
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch from host memory to ``device``; on CUDA through pinned memory and an
-    asynchronous copy (the caching host allocator keeps the pinned block until the copy ends)."""
-    if device.type != "cuda":
-        return x.to(device)
-    return x.pin_memory().to(device, non_blocking=True)
-
-
-def setup_cuda(args) -> None:
-    """TF32 matmuls on CUDA when ``args.tf32`` (float32 matmuls on tensor cores, 10-bit mantissa:
-    what the bf16 budget's float32 parts, the EMA update and evaluation, can afford)."""
-    if str(args.device).startswith("cuda") and getattr(args, "tf32", False):
-        torch.backends.cuda.matmul.allow_tf32 = True
-        torch.backends.cudnn.allow_tf32 = True
-
-
 class Stage:
     """One training loop's state: network, EMA copy, optimizer, RNGs, step counter.
 
@@ -257,13 +62,15 @@ class Stage:
     compiled with ``--compile``), ``ema_fwd`` and ``teacher_fwd`` (compiled with ``--compile``);
     weights, EMA updates and checkpoints use the plain ``net``, ``ema`` and ``teacher``.
     ``find_unused_parameters``: the network has parameters its forward never uses (DDP must
-    then look for them every step).
+    then look for them every step). ``meta``: fields the checkpoint carries besides the stage's
+    own (audio: the architecture's name, the sample rate, the noise shaping, the input level).
     """
 
     def __init__(self, name: str, build: Callable[[], torch.nn.Module], *, kind: str, args,
                  device: torch.device, total: int, seed: int, teacher: torch.nn.Module | None = None,
                  init: Callable[[torch.nn.Module], object] | None = None,
-                 find_unused_parameters: bool = False):
+                 find_unused_parameters: bool = False, meta: dict | None = None):
+        self.meta = dict(meta or {})                # extra checkpoint fields (audio: arch, rate)
         self.name, self.kind, self.args, self.device, self.total = name, kind, args, device, total
         self.asked = total                          # the step count asked for (--minutes may cut total)
         self.seed = seed
@@ -324,7 +131,7 @@ class Stage:
                 "args": dict(vars(self.args)),
                 "teacher": None if self.teacher is None else
                 {"config": dataclasses.asdict(self.teacher.config), "ema": self.teacher.state_dict()},
-                "rng": rng}
+                "rng": rng, **self.meta}
 
     def load(self, ckpt: dict) -> None:
         """Continue from ``ckpt``, on any number of processes. The data stream is the same on
@@ -489,143 +296,3 @@ def resume_or_start(stage: Stage, resume: bool, loss_fn: Callable[[Stage], torch
                 note += " (ranks >= 1 start new noise streams)" if WORLD.size > 1 else ""
             print(f"resuming {stage.name} at step {stage.step}/{stage.total}{note}", file=sys.stderr)
     return train_stage(stage, loss_fn, validate)
-
-
-def fill_defaults(args, defaults: dict) -> None:
-    """Options left unset take ``defaults`` (the chosen preset over the script's defaults)."""
-    for k, v in defaults.items():
-        if getattr(args, k) is None:
-            setattr(args, k, v)
-
-
-def pick_device(parser, args) -> None:
-    """``--device`` default: CUDA when torch sees a GPU; asking for CUDA without one is an error."""
-    args.device = args.device or ("cuda" if torch.cuda.is_available() else "cpu")
-    if args.device.startswith("cuda") and not torch.cuda.is_available():
-        parser.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
-
-
-def check_batch(parser, batch: int) -> None:
-    """Under torchrun the global batch is split evenly over the processes."""
-    W = world_size_from_env()
-    if batch % W:
-        parser.error(f"--batch {batch} must be a multiple of the {W} processes (each takes batch/{W} rows)")
-
-
-def single_process(parser, what: str) -> None:
-    """``--collect``, ``--export`` and ``--evaluate`` are not training: one process runs them."""
-    if world_size_from_env() > 1:
-        parser.error(f"{what} is a single-process command: run it with python, not torchrun")
-
-
-# The CPU time in the GPU notice. The paper networks ran at about 87 GFLOP/s on one core of the
-# machine this project is developed on (Intel Xeon, torch 2.11, float32, 2026-11-25): one forward
-# of the paper NCSN on 8 CIFAR-10 flows (82 GFLOP by torch.utils.flop_counter) took 0.94 s, one
-# forward of the paper locoformer on a 2 s 16 kHz flow (2.9 TFLOP) 33.9 s.
-CPU_FLOPS = 87e9
-
-
-def gpu_job_notice(job: str, flops: float) -> None:
-    """Stop a GPU budget started on a machine without a GPU: one line on stderr, exit status 2."""
-    days = flops / CPU_FLOPS / 86400
-    print(f"{job} is a GPU job: its default budget ({flops / 1e15:,.0f} PFLOP) would take about "
-          f"{days:,.0f} days on one CPU core (~{CPU_FLOPS / 1e9:.0f} GFLOP/s measured); try --preset quick, "
-          f"or run it here anyway with --cpu-ok (this budget, float32) or --net cpu (the small network)",
-          file=sys.stderr)
-    raise SystemExit(2)
-
-
-def read_results(folder: str) -> list[dict]:
-    """Every ``folder/*/results.json``, in path order (what ``--collect`` tabulates and plots)."""
-    import glob
-    import json
-    results = []
-    for path in sorted(glob.glob(os.path.join(folder, "*", "results.json"))):
-        with open(path) as f:
-            res = json.load(f)
-        res["run"] = os.path.basename(os.path.dirname(path))   # in memory only: names a repeated mode
-        results.append(res)
-    return results
-
-
-def collect_rows(folder: str, order: list[str], results: list[dict] | None = None) -> list[dict]:
-    """The rows of every ``folder/*/results.json`` (or of ``results``, ``read_results(folder)``
-    already read), in ``order``.
-
-    The "its MixIT teacher" rows of the remixing runs are left out: the MixIT run has its own.
-    A method found in several runs (an A/B: two recipes of one mode side by side) keeps every
-    run's rows, each method name followed by its run folder, ``"supervised flow [x1-near0]"``.
-    """
-    results = read_results(folder) if results is None else results
-    runs_of = {}                                           # method -> the runs that score it
-    for res in results:
-        for r in res["rows"]:
-            runs_of.setdefault(r["method"], set()).add(res.get("run"))
-    ranked, seen = [], set()                               # (place of the method in order, row)
-    for res in results:
-        for r in res["rows"]:
-            key = (r["method"], r["grouping"], res.get("run"))
-            if r["method"] == "its MixIT teacher" or key in seen:
-                continue
-            seen.add(key)
-            label = r["method"] + (f" [{res['run']}]" if len(runs_of[r["method"]]) > 1 else "")
-            rank = order.index(r["method"]) if r["method"] in order else len(order)
-            ranked.append((rank, dict(r, method=label, budget=res["budget"])))
-    if not results:
-        raise SystemExit(f"error: no */results.json under {folder!r}")
-    ranked.sort(key=lambda x: x[0])                        # stable: runs keep their path order
-    return [row for _, row in ranked]
-
-
-def curves_by_mode(results: list[dict]) -> dict[str, list[tuple[str, list]]]:
-    """The validation curves of ``read_results``, as mode -> [(run folder, curve), ...].
-
-    Every run's own stage is kept, so two runs of one mode (an A/B) draw two lines. A
-    student run also holds the curve of the MixIT teacher it trained first; that one is used
-    only when no run of its own draws ``mixit``, and then once.
-    """
-    curves = {}
-    for res in results:                                    # each run's own stage first
-        for st in res["stages"]:
-            if st.get("curve") and st["stage"] == res.get("mode"):
-                curves.setdefault(st["stage"], []).append((res.get("run"), st["curve"]))
-    for res in results:                                    # then teachers no run of their own has
-        for st in res["stages"]:
-            if st.get("curve") and st["stage"] not in curves:
-                curves[st["stage"]] = [(res.get("run"), st["curve"])]
-    return curves
-
-
-def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tuple, names: dict,
-                merged: tuple = (), flows: tuple = ()) -> None:
-    """Validation score ``key`` against steps, one line per run of a method (``curves_by_mode``;
-    a method with several runs names each line by its run folder; the ``merged`` modes' curves
-    are their merged outputs, what a student is fed), from ``read_results``; solid lines for
-    ``flows``. matplotlib is imported here only: training never needs it. The PNG is written
-    atomically."""
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise SystemExit("error: --plot needs matplotlib: pip install matplotlib") from None
-    curves = curves_by_mode(results)
-    if not curves:
-        raise SystemExit("error: no validation curves in the results.json files")
-    fig, ax = plt.subplots(figsize=(7, 4.2), dpi=120)
-    for mode in [m for m in modes if m in curves]:
-        for run, curve in curves[mode]:
-            c = [p for p in curve if key in p]
-            label = names[mode] + (" (merged)" if mode in merged else "")
-            label += f" [{run}]" if len(curves[mode]) > 1 else ""
-            ax.plot([p["step"] for p in c], [p[key] for p in c], "-" if mode in flows else "--",
-                    marker="o", ms=3, label=label)
-    ax.set_xlabel("optimizer steps of the method's own stage")
-    ax.set_ylabel(ylabel)
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp)
-    os.replace(tmp, path)
-    print(f"wrote {path}")

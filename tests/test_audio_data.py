@@ -1,6 +1,9 @@
 """The shipped demo speech set and the audio data views."""
+import ast
 import csv
 import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -92,3 +95,30 @@ def test_light_reverb_keeps_the_dry_signal_and_adds_a_quiet_tail():
     assert tail[:100].abs().max() < 1e-6                  # causal
     assert abs(tail.pow(2).sum().item() / x.pow(2).sum().item() - 0.2) < 1e-4
     assert abs(y[100].item() - 1.0) < 0.5                 # the direct path is still there
+
+
+def _imports(path):
+    """The absolute module names ``path`` imports, at any depth (function-level imports too)."""
+    for node in ast.walk(ast.parse(open(path).read())):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.level == 0:
+            yield node.module
+
+
+def test_the_library_imports_nothing_from_prepare():
+    """The data builders in prepare/ use the library, never the other way round: importing
+    audio_data in a fresh process loads no prepare module, no module of surf_mini/ imports
+    one, and audio_data has no command line to reach back into them."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(A.__file__)))
+    code = ("import sys, surf_mini.audio_data; "
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'prepare'))")
+    run = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert run.stdout.strip() == "[]"                          # prepare/ is importable from there, yet not loaded
+    package = os.path.join(root, "surf_mini")
+    found = {(f, m) for f in sorted(os.listdir(package)) if f.endswith(".py")
+             for m in _imports(os.path.join(package, f)) if m.split(".")[0] == "prepare"}
+    assert found == set()
+    assert "prepare.common" in set(_imports(os.path.join(root, "prepare", "speech.py")))   # the check sees them
+    tree = ast.parse(open(os.path.join(package, "audio_data.py")).read())
+    assert not any(isinstance(n, ast.If) and "__main__" in ast.unparse(n.test) for n in tree.body)

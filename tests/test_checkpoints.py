@@ -11,8 +11,8 @@ import torch
 
 import train_audio
 import train_image
+from surf_mini import audio_eval, image_eval
 from surf_mini import checkpoints as C
-from surf_mini import training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 IMAGE_CKPT = os.path.join(ROOT, "surf_mini", "assets", "mnist", "sup-reg.pt")
@@ -66,13 +66,16 @@ def _entry_points(tmp_path, evil_image, evil_audio, cifar):
     write_evil(img_run / "sup-reg.pt", tmp_path / "marker", "surf_mini.ncsn")
     write_evil(aud_run / "sup-reg.pt", tmp_path / "marker", "surf_mini.audio")
     return [
-        ("train_image --evaluate", lambda: train_image.main(["--evaluate", evil_image, *img])),
+        ("image_eval evaluate", lambda: image_eval.main(["evaluate", evil_image, "--data-dir", cifar,
+                                                         "--eval-size", "2", "--threads", "1"])),
         ("train_image --teacher", lambda: train_image.main(["--mode", "rm", "--teacher", evil_image,
                                                             "--out", str(tmp_path / "i1"), *img])),
         ("train_image --resume", lambda: train_image.main(["--mode", "sup-reg", "--resume",
                                                            "--out", str(img_run), *img])),
-        ("train_image --export", lambda: train_image.main(["--export", evil_image, str(tmp_path / "x.pt")])),
-        ("train_audio --evaluate", lambda: train_audio.main(["--evaluate", evil_audio, *aud])),
+        ("checkpoints export", lambda: C.main(["export", evil_image, str(tmp_path / "x.pt")])),
+        ("checkpoints check", lambda: C.main(["check", evil_audio])),
+        ("audio_eval evaluate", lambda: audio_eval.main(["evaluate", evil_audio, "--eval-size", "2",
+                                                         "--eval-seconds", "0.5", "--threads", "1"])),
         ("train_audio --teacher", lambda: train_audio.main(["--mode", "rm", "--teacher", evil_audio,
                                                             "--out", str(tmp_path / "a1"), *aud])),
         ("train_audio --resume", lambda: train_audio.main(["--mode", "sup-reg", "--resume",
@@ -110,31 +113,35 @@ def test_truncated_checkpoint_is_one_line(tmp_path):
     data = open(IMAGE_CKPT, "rb").read()
     cut = tmp_path / "cut.pt"
     cut.write_bytes(data[: len(data) // 2])
-    assert "truncated or corrupt" in one_line_exit(train_image.read_checkpoint, str(cut))
-    assert "not found" in one_line_exit(train_image.read_checkpoint, str(tmp_path / "nope.pt"))
+    assert "truncated or corrupt" in one_line_exit(C.read_checkpoint, str(cut), C.IMAGE_KIND, "image")
+    assert "not found" in one_line_exit(C.read_checkpoint, str(tmp_path / "nope.pt"), C.IMAGE_KIND, "image")
 
 
 def test_checkpoint_of_the_other_domain_is_one_line(tmp_path):
-    msg = one_line_exit(train_image.read_checkpoint, AUDIO_CKPT)
+    msg = one_line_exit(C.read_checkpoint, AUDIO_CKPT, C.IMAGE_KIND, "image")
     assert "'surf_mini.audio' checkpoint, not a surf_mini image checkpoint" in msg
-    msg = one_line_exit(train_audio.read_checkpoint, IMAGE_CKPT)
+    msg = one_line_exit(C.read_checkpoint, IMAGE_CKPT, C.AUDIO_KIND, "audio")
     assert "not a surf_mini audio checkpoint" in msg
     not_ours = tmp_path / "plain.pt"
     torch.save({"weights": torch.zeros(2)}, not_ours)
-    assert "no 'kind' field" in one_line_exit(train_image.read_checkpoint, str(not_ours))
+    assert "no 'kind' field" in one_line_exit(C.read_checkpoint, str(not_ours), C.IMAGE_KIND, "image")
+    # the evaluation commands read with the kind of their domain
+    assert "not a surf_mini image checkpoint" in one_line_exit(image_eval.main, ["evaluate", AUDIO_CKPT])
+    assert "not a surf_mini audio checkpoint" in one_line_exit(audio_eval.main, ["evaluate", IMAGE_CKPT])
 
 
 def test_config_or_weights_that_do_not_fit_are_one_line(tmp_path):
-    ckpt = train_image.read_checkpoint(IMAGE_CKPT)
+    ckpt = C.read_checkpoint(IMAGE_CKPT, C.IMAGE_KIND, "image")
     bad = dict(ckpt, config=dict(ckpt["config"], nf=24))       # weights are nf 16's
-    assert "do not fit" in one_line_exit(train_image.network_from, bad, "ema", "x.pt")
+    assert "do not fit" in one_line_exit(C.image_network, bad, "ema", "x.pt")
     bad = dict(ckpt, config=dict(ckpt["config"], mode="diffusion"))
-    assert "builds no network" in one_line_exit(train_image.network_from, bad, "ema", "x.pt")
+    assert "builds no network" in one_line_exit(C.image_network, bad, "ema", "x.pt")
     bad = dict(ckpt, config=dict(ckpt["config"], colour=True))  # unknown field
-    assert "builds no network" in one_line_exit(train_image.network_from, bad, "ema", "x.pt")
-    a = train_audio.read_checkpoint(AUDIO_CKPT)
-    assert "builds no network" in one_line_exit(train_audio.network_from, dict(a, arch="rnn"), "ema", "y.pt")
-    assert train_image.network_from(ckpt).config.nf == 16       # the good one still builds
+    assert "builds no network" in one_line_exit(C.image_network, bad, "ema", "x.pt")
+    a = C.read_checkpoint(AUDIO_CKPT, C.AUDIO_KIND, "audio")
+    assert "builds no network" in one_line_exit(C.audio_network, dict(a, arch="rnn"), "ema", "y.pt")
+    assert "holds no 'model' weights" in one_line_exit(C.audio_network, a, "model", "y.pt")   # exported
+    assert C.image_network(ckpt).config.nf == 16               # the good one still builds
 
 
 def test_what_goes_in_is_plain_data(tmp_path):
@@ -171,7 +178,7 @@ def test_a_run_checkpoint_is_plain_and_a_stale_temp_file_does_not_stop_resume(ci
     C.save_checkpoint(str(tmp_path / "sup-reg.pt"), ckpt)
     (tmp_path / "sup-reg.pt.tmp99999").write_bytes(b"half a checkpoint from a killed run")
     res = train_image.main(argv + ["--steps", "3", "--resume"])      # the last --steps counts
-    assert training.read_checkpoint(str(tmp_path / "sup-reg.pt"), "surf_mini.ncsn", "")["step"] == 3
+    assert C.read_checkpoint(str(tmp_path / "sup-reg.pt"), C.IMAGE_KIND, "image")["step"] == 3
     assert res["rows"]
 
 

@@ -22,7 +22,7 @@ import torch
 
 import train_audio
 import train_image
-from surf_mini import training
+from surf_mini import audio_eval, distributed, image_eval, training
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 LR, STEPS = 5e-4, 3
@@ -129,11 +129,20 @@ def test_batch_must_split_evenly_and_evaluation_is_single_process(cifar, monkeyp
         train_image.parse_args(["--dataset", "cifar10", "--net", "cpu", "--batch", "3"])
     assert "error: --batch 3 must be a multiple of the 2 processes" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        train_image.parse_args(["--evaluate", "x.pt"])
-    assert "single-process command" in capsys.readouterr().err
-    with pytest.raises(SystemExit):
         train_audio.parse_args(["--net", "cpu", "--batch", "5"])
     assert "must be a multiple of the 2 processes" in capsys.readouterr().err
+    # scoring and collecting are the evaluation commands', one process each, never torchrun's
+    for main, argv in ((image_eval.main, ["evaluate", "x.pt"]), (image_eval.main, ["collect", "runs"]),
+                       (audio_eval.main, ["evaluate", "x.pt"]), (audio_eval.main, ["collect", "runs"])):
+        with pytest.raises(SystemExit) as e:
+            main(argv)
+        err = capsys.readouterr().err
+        assert e.value.code == 2 and f"{argv[0]} is a single-process command" in err, (argv, err)
+    for parse in (train_image.parse_args, train_audio.parse_args):       # no longer the scripts' options
+        for option in ("--evaluate", "--collect", "--export"):
+            with pytest.raises(SystemExit):
+                parse(["--net", "cpu", "--batch", "4", option, "x.pt"])
+            assert f"unrecognized arguments: {option}" in capsys.readouterr().err
 
 
 def test_more_processes_than_gpus_is_one_line(monkeypatch):
@@ -142,13 +151,13 @@ def test_more_processes_than_gpus_is_one_line(monkeypatch):
     monkeypatch.setattr(torch.cuda, "device_count", lambda: 1)
     args = type("Args", (), {"device": "cuda"})()
     with pytest.raises(SystemExit, match="error: process 1 of this node needs GPU 1, but torch sees 1"):
-        training.init_distributed(args)
-    assert not training.distributed()                                      # no process group made
+        distributed.init_distributed(args)
+    assert not distributed.distributed()                                   # no process group made
 
 
 def test_noise_streams_differ_per_rank_and_rank_0_keeps_its_seed():
-    assert training.stream_seed(7, 0) == 7                                 # one process unchanged
-    seeds = {training.stream_seed(7, r) for r in range(1, 8)} | {training.stream_seed(7, 1, step=2)}
+    assert distributed.stream_seed(7, 0) == 7                              # one process unchanged
+    seeds = {distributed.stream_seed(7, r) for r in range(1, 8)} | {distributed.stream_seed(7, 1, step=2)}
     assert len(seeds) == 8 and 7 not in seeds and all(0 <= s < 2 ** 63 for s in seeds)
 
 

@@ -1,7 +1,7 @@
 """DNSMOS P.835 (Reddy et al. 2022), the optional extra (requirements-dnsmos.txt):
-``metrics.dnsmos`` against speechmos's own figures, its 16 kHz resampling and its windowing,
+``dnsmos.dnsmos`` against speechmos's own figures, its 16 kHz resampling and its windowing,
 the one-line message when the extra is missing, ``separate.py --score`` and
-``train_audio.py --evaluate --dnsmos``, with the extra and without it.
+``python -m surf_mini.audio_eval evaluate --dnsmos``, with the extra and without it.
 
 The tests that run the model skip (saying why) when speechmos / onnxruntime are not
 installed; the windowing and the missing-extra tests run everywhere. DNSMOS costs about
@@ -20,7 +20,8 @@ import torch
 
 import separate
 from surf_mini import audio_data as A
-from surf_mini import metrics as M
+from surf_mini import audio_eval
+from surf_mini import dnsmos as M
 
 DEMO = os.path.join(separate.HERE, "surf_mini", "assets", "demo_mix.wav")
 
@@ -159,7 +160,7 @@ def test_missing_extra_gives_one_line_naming_the_install_command(no_extra, monke
 
 
 # --------------------------------------------------------------------------------------
-# separate.py --score, train_audio.py --dnsmos
+# separate.py --score, audio_eval evaluate --dnsmos
 # --------------------------------------------------------------------------------------
 
 @pytest.fixture
@@ -196,28 +197,26 @@ def test_separate_score_without_the_extra_still_separates(no_extra, short_mix, t
 
 
 @pytest.mark.filterwarnings("ignore:std")                  # one test mixture: no standard error
-def test_train_audio_evaluate_dnsmos_columns_and_ceiling(capsys):
-    """--evaluate --dnsmos: each row gets SIG / BAK / OVRL, the mean over its separated sources;
+def test_audio_eval_dnsmos_columns_and_ceiling(capsys):
+    """evaluate --dnsmos: each row gets SIG / BAK / OVRL, the mean over its separated sources;
     a ceiling row holds the references' own; the printed table has the three columns."""
     need_extra()
     import train_audio
-    argv = ["--evaluate", separate.DEFAULT_CHECKPOINT, "--eval-size", "1", "--eval-seconds", "1",
-            "--threads", "1", "--device", "cpu"]
-    res = train_audio.main(argv + ["--dnsmos"])
+    argv = ["--eval-size", "1", "--eval-seconds", "1", "--threads", "1", "--device", "cpu"]
+    res = audio_eval.main(["evaluate", separate.DEFAULT_CHECKPOINT, *argv, "--dnsmos"])
     row, ceiling = res["rows"][0], res["dnsmos_ceiling"]["rows"][0]
-    assert ceiling["method"] == train_audio.DNSMOS_CEILING and ceiling["si_sdr"] is None
-    m, ref = train_audio.test_set(train_audio.parse_args(argv), 8000)
+    assert ceiling["method"] == audio_eval.DNSMOS_CEILING and ceiling["si_sdr"] is None
+    m, ref = audio_eval.test_set(train_audio.parse_args(argv), 8000)    # the test set a run scores on
     assert ceiling["dnsmos_ovrl"] == pytest.approx(np.mean([M.dnsmos(ref[0, k], 8000)["ovrl"] for k in range(2)]))
-    assert all(1.0 <= row[k] <= 5.0 for k in train_audio.DNSMOS_KEYS)
+    assert all(1.0 <= row[k] <= 5.0 for k in audio_eval.DNSMOS_KEYS)
     out = capsys.readouterr().out
-    assert "DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL" in out and train_audio.DNSMOS_CEILING in out
+    assert "DNSMOS SIG | DNSMOS BAK | DNSMOS OVRL" in out and audio_eval.DNSMOS_CEILING in out
 
 
 @pytest.mark.filterwarnings("ignore:std")
-def test_train_audio_dnsmos_without_the_extra_goes_on(no_extra, capsys):
-    import train_audio
-    res = train_audio.main(["--evaluate", separate.DEFAULT_CHECKPOINT, "--eval-size", "1", "--eval-seconds", "1",
-                            "--threads", "1", "--device", "cpu", "--dnsmos"])
+def test_audio_eval_dnsmos_without_the_extra_goes_on(no_extra, capsys):
+    res = audio_eval.main(["evaluate", separate.DEFAULT_CHECKPOINT, "--eval-size", "1", "--eval-seconds", "1",
+                           "--threads", "1", "--device", "cpu", "--dnsmos"])
     assert "dnsmos_ovrl" not in res["rows"][0] and "dnsmos_ceiling" not in res
     cap = capsys.readouterr()
     assert "DNSMOS SIG" not in cap.out

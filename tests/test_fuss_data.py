@@ -1,5 +1,5 @@
-"""The FUSS-like sound-event set: its builder (surf_mini.corpus fuss) on a tiny fake package
-tree, the committed sample, and the mixtures of surf_mini.fuss_data.
+"""The FUSS-like sound-event set: its builder (prepare/fuss.py) on a tiny fake package tree,
+the committed sample, and the mixtures of surf_mini.fuss_data.
 
 No Debian package is needed: the fake tree holds short tones where the 11 packages keep their
 clips (a folder, UFO:AI's .pk3 zip archive, OpenTTD's .cat file).
@@ -8,6 +8,8 @@ import csv
 import io
 import os
 import struct
+import subprocess
+import sys
 import zipfile
 
 import numpy as np
@@ -15,9 +17,12 @@ import pytest
 import soundfile as sf
 import torch
 
-from surf_mini import corpus as C
+from prepare import common
+from prepare import fuss as P
 from surf_mini import fuss_data as F
 from surf_mini.audio_data import AudioDataError
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 FORMATS = {".wav": "WAV", ".flac": "FLAC", ".ogg": "OGG", ".oga": "OGG"}
 
@@ -74,13 +79,13 @@ License: MIT
 @pytest.fixture
 def fake_root(tmp_path):
     """Two clips (1.2 s and 0.6 s, distinct tones, 22.05/44.1 kHz, some stereo) for every rule
-    of every ``C.EVENT_SOURCES`` entry, named by replacing the rule's ``*`` with ``t0``/``t1``;
+    of every ``P.EVENT_SOURCES`` entry, named by replacing the rule's ``*`` with ``t0``/``t1``;
     plus, in wordwarvi's folder, a 12 s clip (3 events), a silent clip and a 0.1 s clip (no
     events) and a byte copy of another clip (dropped as a duplicate); a 25 s background in
     hedgewars' Music (3 pieces); and a DEP-5 copyright for sonic-pi-samples."""
     root = tmp_path / "root"
     freq = iter(range(200, 20000, 37))
-    for src in C.EVENT_SOURCES:
+    for src in P.EVENT_SOURCES:
         where = str(root / src.path)
         clips = []
         for pattern, _, _ in src.rules:
@@ -130,15 +135,21 @@ def leaks(rows):
     return {o for o, s in splits.items() if len(s) > 1}
 
 
+def prepare_fuss(*args):
+    """``python prepare/fuss.py ARGS`` as a user runs it, from the repository root."""
+    return subprocess.run([sys.executable, os.path.join("prepare", "fuss.py"), *args], cwd=ROOT,
+                          capture_output=True, text=True)
+
+
 # --------------------------------------------------------------------------------------
 # The builder
 # --------------------------------------------------------------------------------------
 
 def test_builder_makes_trimmed_16k_events_with_classes_and_licences(fake_root, tmp_path):
     out = str(tmp_path / "fuss")
-    totals = C.build_fuss(out, root=fake_root, progress=False)
+    totals = P.build_fuss(out, root=fake_root, progress=False)
     rows = _manifest(out)
-    assert totals["events"] == len(rows) > 40 and list(rows[0]) == C.FUSS_COLUMNS
+    assert totals["events"] == len(rows) > 40 and list(rows[0]) == P.FUSS_COLUMNS
     by_origin = {}
     for r in rows:
         by_origin.setdefault(r["origin"], []).append(r)
@@ -146,13 +157,13 @@ def test_builder_makes_trimmed_16k_events_with_classes_and_licences(fake_root, t
         assert info.samplerate == 16000 and info.channels == 1
         seconds = info.frames / info.samplerate
         assert abs(seconds - float(r["seconds"])) < 1e-3
-        assert C.MIN_SECONDS <= seconds <= (C.FG_SECONDS if r["kind"] == C.FOREGROUND else C.BG_SECONDS)
+        assert P.MIN_SECONDS <= seconds <= (P.FG_SECONDS if r["kind"] == P.FOREGROUND else P.BG_SECONDS)
         assert r["file"].startswith(f"events/{r['class']}/")
     # the kind and class of every row is the one its source's rules give
-    for src in C.EVENT_SOURCES:
+    for src in P.EVENT_SOURCES:
         for r in (r for r in rows if r["source"] == src.package):
             name = r["origin"].split(":", 1)[1] if ":" in r["origin"] else os.path.relpath(r["origin"], src.path)
-            assert C.classify(src, name) == (r["class"], r["kind"])
+            assert P.classify(src, name) == (r["class"], r["kind"])
     # the 12 s clip (11.9 s after trimming its 0.5 s silences) is 3 events of 4.0 s; the 25 s
     # background 3 pieces of 8.3 s; silent, too short, duplicate and excluded (music) clips: none
     long = by_origin["usr/share/wordwarvi/sounds/long.ogg"]
@@ -167,17 +178,17 @@ def test_builder_makes_trimmed_16k_events_with_classes_and_licences(fake_root, t
     assert sonic["bd_t0.wav"]["licence"] == "MIT"
     assert {r["licence"] for r in rows if r["source"] == "wesnoth-1.16-data"} == {"GPL-2+"}
     sfx = {r["origin"]: r["licence"] for r in rows if r["source"] == "openttd-opensfx"}
-    assert sfx[f"{C.FUSS_PACKAGES['openttd-opensfx']}:00"] == "CC-BY-3.0"
-    assert sfx[f"{C.FUSS_PACKAGES['openttd-opensfx']}:01"] == "CC0-1.0"
+    assert sfx[f"{P.FUSS_PACKAGES['openttd-opensfx']}:00"] == "CC-BY-3.0"
+    assert sfx[f"{P.FUSS_PACKAGES['openttd-opensfx']}:01"] == "CC0-1.0"
     assert "hedgewars/voices" in open(os.path.join(out, "SOURCES.md")).read()
 
 
 def test_splits_are_clip_disjoint(fake_root, tmp_path):
     out = str(tmp_path / "fuss")
-    C.build_fuss(out, root=fake_root, progress=False)
+    P.build_fuss(out, root=fake_root, progress=False)
     rows = _manifest(out)
     assert {r["split"] for r in rows} == {"train", "valid", "test"}
-    assert all(r["split"] == C.split_for(r["origin"]) for r in rows)
+    assert all(r["split"] == P.split_for(r["origin"]) for r in rows)
     assert leaks(rows) == set()
     # the check can fail: move one piece of the long clip to another split
     moved = [dict(r) for r in rows]
@@ -188,8 +199,8 @@ def test_splits_are_clip_disjoint(fake_root, tmp_path):
 
 def test_build_is_deterministic_and_capped(fake_root, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    C.build_fuss(a, root=fake_root, max_per_class=2, progress=False)
-    C.build_fuss(b, root=fake_root, max_per_class=2, progress=False)
+    P.build_fuss(a, root=fake_root, max_per_class=2, progress=False)
+    P.build_fuss(b, root=fake_root, max_per_class=2, progress=False)
     rows = _manifest(a)
     assert rows == _manifest(b)
     per_class = {}
@@ -201,26 +212,55 @@ def test_build_is_deterministic_and_capped(fake_root, tmp_path):
 
 
 def test_missing_package_is_named_in_one_line(fake_root, tmp_path):
-    os.remove(os.path.join(fake_root, C.FUSS_PACKAGES["ufoai-sound"]))
-    assert C.missing_packages(fake_root, C.FUSS_PACKAGES) == ["ufoai-sound"]
+    os.remove(os.path.join(fake_root, P.FUSS_PACKAGES["ufoai-sound"]))
+    assert common.missing_packages(fake_root, P.FUSS_PACKAGES) == ["ufoai-sound"]
     out = str(tmp_path / "fuss")
-    with pytest.raises(SystemExit) as e:
-        C.main(["fuss", out, "--root", fake_root])
-    assert str(e.value) == "error: missing Debian packages: ufoai-sound; apt-get install ufoai-sound"
+    run = prepare_fuss(out, "--root", fake_root)
+    assert run.returncode == 1
+    assert run.stderr == "error: missing Debian packages: ufoai-sound; apt-get install ufoai-sound\n"
     assert not os.path.exists(os.path.join(out, "manifest.csv"))
 
 
 def test_dep5_last_matching_paragraph_wins():
-    paragraphs = C.dep5(SONIC_COPYRIGHT)
-    assert C.copyright_of(paragraphs, "etc/samples/ambi_x.flac", "") == ("CC0", "2013 Someone On Freesound")
-    assert C.copyright_of(paragraphs, "etc/samples/bd_x.flac", "") == ("MIT", "2016 Samuel Aaron")
-    assert C.dep5("This package was debianized by ...\nLicense: GPL") is None
-    assert C.copyright_of(None, "x.ogg", "GPL-2+") == ("GPL-2+", "")
+    paragraphs = common.dep5(SONIC_COPYRIGHT)
+    assert common.copyright_of(paragraphs, "etc/samples/ambi_x.flac", "") == ("CC0", "2013 Someone On Freesound")
+    assert common.copyright_of(paragraphs, "etc/samples/bd_x.flac", "") == ("MIT", "2016 Samuel Aaron")
+    assert common.dep5("This package was debianized by ...\nLicense: GPL") is None
+    assert common.copyright_of(None, "x.ogg", "GPL-2+") == ("GPL-2+", "")
 
 
 # --------------------------------------------------------------------------------------
 # The committed sample
 # --------------------------------------------------------------------------------------
+
+def test_sample_command_copies_redistributable_events_only(fake_root, tmp_path):
+    """``prepare/fuss.py sample`` on a built fake set: only CC0 / CC-BY clips (Sonic Pi's
+    ambient samples, OpenSFX), at 8 kHz, one event per clip, splits kept, backgrounds cut to
+    4 s, every file credited in SOURCES.md; the same bytes as ``build_fuss_sample`` again."""
+    full, out = str(tmp_path / "full"), str(tmp_path / "sample")
+    P.build_fuss(full, root=fake_root, progress=False)
+    run = prepare_fuss("sample", full, out)
+    assert run.returncode == 0 and run.stdout.startswith("wrote "), run.stderr
+    rows = _manifest(out)
+    assert list(rows[0]) == P.FUSS_COLUMNS and len(rows) == len({r["origin"] for r in rows})
+    # the 2 + 2 clips that allow copying (the quotas are larger); every other licence left out
+    free = {r["origin"] for r in _manifest(full) if r["licence"].startswith(P.REDISTRIBUTABLE)}
+    assert {r["origin"] for r in rows} == free and len(free) == 4
+    assert {(r["source"], r["kind"]) for r in rows} == {("sonic-pi-samples", P.BACKGROUND),
+                                                        ("openttd-opensfx", P.FOREGROUND)}
+    sources = open(os.path.join(out, "SOURCES.md")).read()
+    for r in rows:
+        assert r["licence"].startswith(P.REDISTRIBUTABLE) and r["split"] == P.split_for(r["origin"])
+        info = sf.info(os.path.join(out, r["file"]))
+        assert info.samplerate == 8000 and info.channels == 1 and r["file"] in sources
+        assert info.frames <= (4.0 if r["kind"] == P.BACKGROUND else P.FG_SECONDS) * 8000
+    again = str(tmp_path / "again")
+    P.build_fuss_sample(full, again)
+    for r in rows:
+        assert open(os.path.join(out, r["file"]), "rb").read() == open(os.path.join(again, r["file"]), "rb").read()
+    run = prepare_fuss("sample", str(tmp_path / "nothing"), out)
+    assert run.returncode == 1 and run.stderr.startswith("error: ") and run.stderr.count("\n") == 1
+
 
 def test_committed_sample_is_consistent_and_redistributable():
     folder = F.FUSS_SAMPLE_DIR
@@ -235,7 +275,7 @@ def test_committed_sample_is_consistent_and_redistributable():
         info = sf.info(os.path.join(folder, r["file"]))
         assert info.samplerate == 8000 and info.channels == 1
         assert abs(info.frames / 8000 - float(r["seconds"])) < 1e-3
-        assert r["licence"].startswith(C.REDISTRIBUTABLE) and r["file"] in sources
+        assert r["licence"].startswith(P.REDISTRIBUTABLE) and r["file"] in sources
     assert leaks(rows) == set()
     for split in ("train", "valid", "test"):
         pool = F.load_events(folder, 8000, split)

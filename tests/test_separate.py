@@ -35,14 +35,14 @@ def test_the_default_separates_the_demo_mixture_and_held_out_speech(tmp_path):
     demo file writes two voices that add up to it, and on held-out demo-speech mixtures it
     moves SI-SDR well off the even split m/2, which scores 0 dB (on these 40 mixtures: 3.88 dB,
     the previous default remixit_demo.pt 1.59 dB and fails this test)."""
-    import train_audio
+    from surf_mini import audio_eval
     demo = os.path.join(separate.HERE, "surf_mini", "assets", "demo_mix.wav")
     written = separate.main([demo, "--out-dir", str(tmp_path), "--threads", "1"])
     x, sr = sf.read(demo)
     total = sum(sf.read(p)[0] for p in written)
     assert len(written) == 2 and np.corrcoef(total, x)[0, 1] > 0.95   # 16 kHz in, 8 kHz model: no top band
-    rows = train_audio.main(["--evaluate", separate.DEFAULT_CHECKPOINT, "--eval-size", "40",
-                             "--threads", "1"])["rows"]
+    rows = audio_eval.main(["evaluate", separate.DEFAULT_CHECKPOINT, "--eval-size", "40",
+                            "--threads", "1"])["rows"]
     assert len(rows) == 1 and rows[0]["si_sdri"] > 2.0
 
 

@@ -1,5 +1,6 @@
 """train_audio.py end to end on the shipped demo speech: every mode, mixtures-only data,
-resume, teacher reuse, export."""
+resume, teacher reuse; its checkpoints exported (``python -m surf_mini.checkpoints export``),
+re-scored and collected (``python -m surf_mini.audio_eval evaluate|collect``)."""
 import json
 import math
 import os
@@ -11,7 +12,8 @@ import torch
 
 import train_audio
 from surf_mini import audio_data as A
-from surf_mini import training
+from surf_mini import audio_eval, methods, training
+from surf_mini import checkpoints as C
 
 
 def run(out, *extra):
@@ -21,18 +23,22 @@ def run(out, *extra):
     return train_audio.main(argv)
 
 
-@pytest.mark.parametrize("mode", train_audio.MODES)
+def read(path) -> dict:
+    return C.read_checkpoint(str(path), C.AUDIO_KIND, "audio")
+
+
+@pytest.mark.parametrize("mode", methods.MODES)
 def test_every_mode_trains_and_scores(tmp_path, mode):
     res = run(tmp_path, "--mode", mode)
     rows = res["rows"]
-    assert rows[0]["method"] == train_audio.METHOD_NAMES[mode]
+    assert rows[0]["method"] == methods.METHOD_NAMES[mode]
     for r in rows:
         assert all(math.isfinite(r[k]) for k in ("si_sdr", "si_sdri", "estoi", "pesq")), r
     stages = [s["stage"] for s in res["stages"]]
-    assert stages == (["mixit", mode] if mode in train_audio.NEEDS_TEACHER else [mode])
-    ckpt = train_audio.read_checkpoint(str(tmp_path / f"{mode}.pt"))
+    assert stages == (["mixit", mode] if mode in methods.NEEDS_TEACHER else [mode])
+    ckpt = read(tmp_path / f"{mode}.pt")
     assert ckpt["step"] == 2 and ckpt["sample_rate"] == 8000 and ckpt["shaping"] == "envelope"
-    net = train_audio.network_from(ckpt)                                 # self-describing
+    net = C.audio_network(ckpt)                                           # self-describing
     assert type(net).__name__ == ("ConvTasNet" if mode == "mixit" else "MBTFLocoformer")
     with open(tmp_path / "results.json") as f:
         assert json.load(f)["rows"] == json.loads(json.dumps(rows))
@@ -44,11 +50,16 @@ def test_every_mode_trains_and_scores(tmp_path, mode):
 def test_unsupervised_stages_are_given_no_sources(tmp_path):
     args = train_audio.parse_args(["--out", str(tmp_path)])
     data = train_audio.training_data(args, 8000)
-    for mode in train_audio.MODES:
-        stage = train_audio.Stage(mode, train_audio.network_config(mode, "cpu"), args,
-                                  torch.device("cpu"), data)
-        assert (stage.sources is not None) == (mode in train_audio.SUPERVISED), mode
-        assert set(vars(stage.mixtures)) == {"mixtures"}                 # the view holds nothing else
+    for mode in methods.MODES:
+        stage = train_audio.stage(mode, args, torch.device("cpu"), data)
+        batches = stage.batches
+        assert (batches.sources is not None) == (mode in methods.SUPERVISED), mode
+        for draw in (batches.mixtures, batches.mixit_pair):              # plain functions of B,
+            assert not hasattr(draw, "__self__")                          # no mixer object behind
+        assert batches.mixtures(2).shape == (2, 1, 8000)                 # 1 s at 8 kHz
+        assert [x.shape for x in batches.mixit_pair(2)] == [(2, 1, 8000)] * 2
+        if batches.sources is not None:
+            assert batches.sources(2)[1].shape == (2, 2, 8000)
 
 
 def test_a_folder_of_mixtures_only(tmp_path):
@@ -95,24 +106,24 @@ def test_teacher_reuse_and_export(tmp_path, capsys):
     res = run(tmp_path / "rm", "--mode", "rm", "--teacher", str(tmp_path / "mixit" / "mixit.pt"),
               "--teacher-steps", "9")                                      # unused with --teacher
     assert [s["stage"] for s in res["stages"]] == ["rm"]
-    assert train_audio.read_checkpoint(str(tmp_path / "rm" / "rm.pt"))["args"]["teacher_steps"] == 2
+    assert read(tmp_path / "rm" / "rm.pt")["args"]["teacher_steps"] == 2
     with pytest.raises(SystemExit, match="need a MixIT one"):
         run(tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
-    train_audio.main(["--export", str(tmp_path / "rm" / "rm.pt"), str(tmp_path / "small.pt")])
-    small = train_audio.read_checkpoint(str(tmp_path / "small.pt"))
+    C.main(["export", str(tmp_path / "rm" / "rm.pt"), str(tmp_path / "small.pt")])
+    small = read(tmp_path / "small.pt")
     assert "opt" not in small and "model" not in small and small["trained_with"]["mode"] == "rm"
     # the recipe travels with the weights: the flow's time law and the regression net too
     assert {"time", "flow_head", "reg_net", "augment"} <= set(small["trained_with"])
     assert os.path.getsize(tmp_path / "small.pt") < os.path.getsize(tmp_path / "rm" / "rm.pt") / 2
     capsys.readouterr()
-    train_audio.main(["--collect", str(tmp_path)])
+    audio_eval.main(["collect", str(tmp_path)])
     table = capsys.readouterr().out
     assert "SURF (ReMixIT)" in table and "| MixIT |" in table
 
-    # --evaluate re-scores the exported student and the full teacher checkpoint on the same test
+    # evaluate re-scores the exported student and the full teacher checkpoint on the same test
     # mixtures the run was scored on: the same figures as the run's own table.
-    ev = train_audio.main(["--evaluate", str(tmp_path / "small.pt"), str(tmp_path / "mixit" / "mixit.pt"),
-                           "--eval-size", "2", "--eval-seconds", "0.5", "--threads", "1"])["rows"]
+    ev = audio_eval.main(["evaluate", str(tmp_path / "small.pt"), str(tmp_path / "mixit" / "mixit.pt"),
+                          "--eval-size", "2", "--eval-seconds", "0.5", "--threads", "1"])["rows"]
     assert [(r["method"], r["grouping"]) for r in ev] == \
         [("MixIT", "merged"), ("MixIT", "oracle"), ("SURF (ReMixIT)", "PIT")]
     assert "| SURF (ReMixIT) | 2 | PIT |" in capsys.readouterr().out
@@ -120,7 +131,7 @@ def test_teacher_reuse_and_export(tmp_path, capsys):
     assert ev[2]["si_sdri"] == pytest.approx(trained[("SURF (ReMixIT)", "PIT")], abs=1e-6)
     assert ev[0]["si_sdri"] == pytest.approx(trained[("its MixIT teacher", "merged")], abs=1e-6)
     with pytest.raises(SystemExit, match="--task speech"):
-        train_audio.main(["--evaluate", str(tmp_path / "small.pt"), "--task", "fuss", "--eval-size", "2"])
+        audio_eval.main(["evaluate", str(tmp_path / "small.pt"), "--task", "fuss", "--eval-size", "2"])
 
 
 def test_librimix_sampler_reads_aligned_crops(tmp_path, gen):
@@ -195,7 +206,7 @@ def test_validation_curve_augmentation_and_plot(tmp_path):
     assert all(math.isfinite(p["si_sdri"]) and math.isfinite(p["si_sdri_oracle"]) for p in curve)
     assert res["args"]["augment"] and res["args"]["eval_snr"] == 0
     png = tmp_path / "curves.png"
-    train_audio.main(["--collect", str(tmp_path), "--plot", str(png)])
+    audio_eval.main(["collect", str(tmp_path), "--plot", str(png)])
     assert png.stat().st_size > 1000
     # the demo set has no 'valid' split: no curve, and the run still completes
     res = run(tmp_path / "demo", "--mode", "sup-reg", "--val-every", "1")
@@ -205,8 +216,8 @@ def test_validation_curve_augmentation_and_plot(tmp_path):
 def test_flow_head_x1_trains_and_travels_in_the_checkpoint(tmp_path):
     res = run(tmp_path, "--mode", "sup-flow", "--flow-head", "x1", "--time", "near0")
     assert all(math.isfinite(r["si_sdri"]) for r in res["rows"])
-    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-flow.pt"))
-    assert ckpt["config"]["head"] == "x1" and train_audio.network_from(ckpt).config.head == "x1"
+    ckpt = read(tmp_path / "sup-flow.pt")
+    assert ckpt["config"]["head"] == "x1" and C.audio_network(ckpt).config.head == "x1"
     assert ckpt["args"]["time"] == "near0"
 
 
@@ -216,7 +227,7 @@ def test_reg_net_convtasnet_trains_and_separates(tmp_path):
     import separate
     res = run(tmp_path, "--mode", "sup-reg", "--reg-net", "convtasnet")
     assert [(r["outputs"], r["grouping"]) for r in res["rows"]] == [(2, "PIT")]
-    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-reg.pt"))
+    ckpt = read(tmp_path / "sup-reg.pt")
     assert ckpt["arch"] == "convtasnet" and ckpt["config"]["num_outputs"] == 2
     net, sr = separate.load_model(str(tmp_path / "sup-reg.pt"))
     x = torch.randn(3 * sr, generator=torch.Generator().manual_seed(0)).double() * 0.1
@@ -231,7 +242,7 @@ def test_minutes_cuts_a_stage_to_what_fits_and_beta_follows(tmp_path, capsys):
     n = training.FIT_FROM + training.FIT_OVER
     res = run(tmp_path, "--mode", "sup-reg", "--steps", "60", "--minutes", "1e-6")
     assert res["stages"][0]["steps"] == n and res["stages"][0]["steps_this_run"] == n
-    ckpt = train_audio.read_checkpoint(str(tmp_path / "sup-reg.pt"))
+    ckpt = read(tmp_path / "sup-reg.pt")
     assert ckpt["step"] == ckpt["total_steps"] == n
     assert res["budget"].startswith(f"{n} steps")                       # what was trained, not asked
     assert f"--minutes 1e-06 -> {n} steps (asked 60)" in capsys.readouterr().err
@@ -255,26 +266,34 @@ def test_eval_size_zero_trains_only(tmp_path, capsys):
     res = run(tmp_path / "t", "--mode", "mixit", "--eval-size", "0")
     assert res["rows"] == [] and res["stages"][0]["steps"] == 2
     assert (tmp_path / "t" / "mixit.pt").is_file() and not (tmp_path / "t" / "examples").exists()
-    assert "--evaluate" in capsys.readouterr().out
+    ckpt = str(tmp_path / "t" / "mixit.pt")
+    said = capsys.readouterr().out
+    assert f"python -m surf_mini.audio_eval evaluate {ckpt} --data " in said   # the command to score it
     with open(tmp_path / "t" / "results.json") as f:
         assert json.load(f)["budget"].startswith("2 steps")
-    train_audio.main(["--collect", str(tmp_path)])                             # such runs collect too
+    audio_eval.main(["collect", str(tmp_path)])                                # such runs collect too
     assert "no scored rows" in capsys.readouterr().out
-    with pytest.raises(SystemExit):                                            # scoring needs mixtures
-        train_audio.parse_args(["--evaluate", str(tmp_path / "mixit.pt"), "--eval-size", "0"])
+    with pytest.raises(SystemExit) as e:                                       # scoring needs mixtures
+        audio_eval.main(["evaluate", ckpt, "--eval-size", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --eval-size and --eval-seconds must be positive" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):                                            # not a training option
+        train_audio.parse_args(["--evaluate", ckpt])
+    assert "unrecognized arguments: --evaluate" in capsys.readouterr().err
 
 
 def test_evaluate_raw_weights_scores_the_trained_network(tmp_path):
     res = run(tmp_path, "--mode", "sup-reg", "--ema", "0.9")              # EMA far from the weights
-    ev = lambda *x: train_audio.main(["--evaluate", *x, "--eval-size", "2", "--eval-seconds", "0.5",  # noqa: E731
-                                      "--threads", "1"])["rows"][0]
+    ev = lambda *x: audio_eval.main(["evaluate", *x, "--eval-size", "2", "--eval-seconds", "0.5",  # noqa: E731
+                                     "--threads", "1"])["rows"][0]
     ckpt = str(tmp_path / "sup-reg.pt")
     ema, raw = ev(ckpt), ev(ckpt, "--weights", "raw")
     assert ema["si_sdri"] == pytest.approx(res["rows"][0]["si_sdri"], abs=1e-6)    # the run's own row
     assert raw["method"] == "supervised regression (raw weights)"
     assert abs(raw["si_sdri"] - ema["si_sdri"]) > 1e-4                          # another network
-    train_audio.main(["--export", ckpt, str(tmp_path / "small.pt")])
+    C.export(ckpt, str(tmp_path / "small.pt"))
     with pytest.raises(SystemExit, match="no trained weights"):
         ev(str(tmp_path / "small.pt"), "--weights", "raw")
     with pytest.raises(SystemExit):
-        train_audio.parse_args(["--weights", "raw"])                            # only with --evaluate
+        train_audio.parse_args(["--weights", "raw"])                            # only with evaluate

@@ -10,6 +10,8 @@ import torch
 
 import separate
 import train_audio
+from surf_mini import audio_eval, methods, runs
+from surf_mini import checkpoints as C
 from surf_mini import fuss_data as F
 from surf_mini.flow import floss_loss
 from surf_mini.mixit import merge_outputs, mixit_loss, output_sparsity
@@ -28,25 +30,29 @@ def _finite_or_none(v) -> bool:
     return v is None or math.isfinite(v)
 
 
-@pytest.mark.parametrize("mode", train_audio.MODES)
+def read(path) -> dict:
+    return C.read_checkpoint(str(path), C.AUDIO_KIND, "audio")
+
+
+@pytest.mark.parametrize("mode", methods.MODES)
 def test_every_mode_trains_and_writes_the_fuss_table(tmp_path, mode):
     res = run(tmp_path, "--mode", mode)
     rows = res["rows"]
-    name = train_audio.METHOD_NAMES[mode]
+    name = methods.METHOD_NAMES[mode]
     mine = [(r["outputs"], r["grouping"]) for r in rows if r["method"] == name]
     assert mine == ([(8, "raw"), (4, "merged")] if mode == "mixit" else [(4, "raw")])
     teacher = [(r["outputs"], r["grouping"]) for r in rows if r["method"] == "its MixIT teacher"]
-    assert teacher == ([(8, "raw"), (4, "merged")] if mode in train_audio.NEEDS_TEACHER else [])
+    assert teacher == ([(8, "raw"), (4, "merged")] if mode in methods.NEEDS_TEACHER else [])
     for r in rows:
-        assert all(_finite_or_none(r[k]) for k in train_audio.FUSS_KEYS), r
-        assert any(r[k] is not None for k in train_audio.FUSS_KEYS), r
+        assert all(_finite_or_none(r[k]) for k in audio_eval.FUSS_KEYS), r
+        assert any(r[k] is not None for k in audio_eval.FUSS_KEYS), r
         assert math.isclose(r["under"] + r["equal"] + r["over"], 1.0), r
         assert sum(b["mixtures"] for b in r["by_count"].values()) == r["n"] == 4
-    ckpt = train_audio.read_checkpoint(str(tmp_path / f"{mode}.pt"))
-    net = train_audio.network_from(ckpt)
+    ckpt = read(tmp_path / f"{mode}.pt")
+    net = C.audio_network(ckpt)
     assert separate.outputs_of(net) == (8 if mode == "mixit" else 4)
-    if mode in train_audio.NEEDS_TEACHER:
-        assert train_audio.read_checkpoint(str(tmp_path / "mixit.pt"))["config"]["num_outputs"] == 8
+    if mode in methods.NEEDS_TEACHER:
+        assert read(tmp_path / "mixit.pt")["config"]["num_outputs"] == 8
     with open(tmp_path / "results.json") as f:
         saved = json.load(f)
     assert saved["task"] == "fuss" and saved["rows"] == json.loads(json.dumps(rows))
@@ -56,7 +62,7 @@ def test_every_mode_trains_and_writes_the_fuss_table(tmp_path, mode):
     assert not list(tmp_path.glob("*.tmp*"))                              # atomic writes only
     # noisy speech (Table 3, right): the network and its teacher, scored on the speech alone
     noisy = res["noisy_speech"]
-    assert [r["method"] for r in noisy] == [name] + (["its MixIT teacher"] if mode in train_audio.NEEDS_TEACHER else [])
+    assert [r["method"] for r in noisy] == [name] + (["its MixIT teacher"] if mode in methods.NEEDS_TEACHER else [])
     assert all(math.isfinite(r["si_sdri"]) and r["n"] == 4 for r in noisy) and saved["noisy_speech"]
     assert "Noisy speech" in md
 
@@ -65,31 +71,35 @@ def test_unsupervised_fuss_stages_are_given_no_sources(tmp_path):
     args = train_audio.parse_args(["--task", "fuss", "--out", str(tmp_path)])
     assert (args.K, args.M, args.data, args.eval_seconds) == (4, 8, F.FUSS_SAMPLE_DIR, F.CPU_SECONDS)
     data = train_audio.training_data(args, 8000)
-    for mode in train_audio.MODES:
-        stage = train_audio.Stage(mode, train_audio.network_config(mode, "cpu", k=4, m=8), args,
-                                  torch.device("cpu"), data)
-        assert (stage.sources is not None) == (mode in train_audio.SUPERVISED), mode
-        assert set(vars(stage.mixtures)) == {"mixtures"}                 # the view holds nothing else
-        assert stage.mixtures.mixtures(2).shape == (2, 1, 8000)
-        if stage.sources is not None:
-            assert stage.sources.batch(2)[1].shape == (2, 4, 8000)
+    for mode in methods.MODES:
+        stage = train_audio.stage(mode, args, torch.device("cpu"), data)
+        batches = stage.batches
+        assert (batches.sources is not None) == (mode in methods.SUPERVISED), mode
+        for draw in (batches.mixtures, batches.mixit_pair):              # plain functions of B,
+            assert not hasattr(draw, "__self__")                          # no mixer object behind
+        assert batches.mixtures(2).shape == (2, 1, 8000)
+        if batches.sources is not None:
+            assert batches.sources(2)[1].shape == (2, 4, 8000)
+        expected = methods.audio_network(mode, "cpu", K=4, M=8)           # K = 4, the teacher M = 8
+        outputs = getattr(expected, "num_sources", None) or expected.num_outputs
+        assert stage.net.config == expected and outputs == (8 if mode == "mixit" else 4), mode
 
 
 def test_fuss_rejects_speech_only_options_and_collect_reads_the_task(tmp_path, capsys, monkeypatch):
     with pytest.raises(SystemExit):
         train_audio.parse_args(["--task", "fuss", "--librimix", "x.csv"])
-    res = {"task": "fuss", "budget": "b", "rows": [train_audio.fuss_row(
+    res = {"task": "fuss", "budget": "b", "rows": [audio_eval.fuss_row(
         "MixIT", torch.randn(4, 8, 400), *_silent_slot_batch(400)[::-1], "raw")]}
     (tmp_path / "r").mkdir()
     (tmp_path / "r" / "results.json").write_text(json.dumps(res))
     capsys.readouterr()
-    train_audio.main(["--collect", str(tmp_path)])
+    audio_eval.main(["collect", str(tmp_path)])
     assert "| MSi (dB) |" in capsys.readouterr().out
     # --plot: a FUSS curve is the raw outputs' MSi, and the axis and legend must say so
     seen = {}
-    monkeypatch.setattr(train_audio.training, "plot_curves",
+    monkeypatch.setattr(runs, "plot_curves",
                         lambda *a, **kw: seen.update(ylabel=a[3], merged=kw["merged"]))
-    train_audio.main(["--collect", str(tmp_path), "--plot", str(tmp_path / "c.png")])
+    audio_eval.main(["collect", str(tmp_path), "--plot", str(tmp_path / "c.png")])
     assert "MSi" in seen["ylabel"] and seen["merged"] == ()
 
 
@@ -128,13 +138,13 @@ def test_mixit_sparsity_term_reaches_the_teacher_training(tmp_path):
     seed then gives other weights; 0 (the default) gives the very same ones."""
     def weights(out, *extra):
         run(out, "--mode", "mixit", "--seed", "3", *extra)
-        return train_audio.read_checkpoint(str(out / "mixit.pt"))["model"]
+        return read(out / "mixit.pt")["model"]
     plain, zero, sparse = (weights(tmp_path / d, *e) for d, e in
                            (("plain", ()), ("zero", ("--mixit-sparsity", "0")), ("sparse", ("--mixit-sparsity", "5"))))
     assert all(torch.equal(plain[k], zero[k]) for k in plain)
     assert any(not torch.equal(plain[k], sparse[k]) for k in plain)
-    train_audio.export(str(tmp_path / "sparse" / "mixit.pt"), str(tmp_path / "small.pt"))
-    assert train_audio.read_checkpoint(str(tmp_path / "small.pt"))["trained_with"]["mixit_sparsity"] == 5
+    C.export(str(tmp_path / "sparse" / "mixit.pt"), str(tmp_path / "small.pt"))
+    assert read(tmp_path / "small.pt")["trained_with"]["mixit_sparsity"] == 5
 
 
 def _check_finite(loss: torch.Tensor, net: Tiny) -> None:
@@ -167,7 +177,7 @@ def test_every_fuss_loss_is_finite_with_silent_references():
 
 
 def test_the_rejected_per_source_snr_is_infinite_on_a_silent_reference():
-    """Negative case of the Choice in ``train_audio.stage_loss``: a per-source negative SNR
+    """Negative case of the Choice in ``methods.stage_loss``: a per-source negative SNR
     without a threshold divides by the silent reference's zero energy."""
     m, x = _silent_slot_batch()
     net = Tiny()
@@ -184,7 +194,7 @@ def test_the_rejected_per_source_snr_is_infinite_on_a_silent_reference():
 def test_separate_py_with_a_k4_model_drops_silent_outputs(tmp_path, monkeypatch):
     run(tmp_path / "run", "--mode", "sup-reg")
     small = tmp_path / "fuss4.pt"
-    train_audio.main(["--export", str(tmp_path / "run" / "sup-reg.pt"), str(small)])
+    C.main(["export", str(tmp_path / "run" / "sup-reg.pt"), str(small)])
     m, x, n = F.fuss_mixtures(F.load_events(F.FUSS_SAMPLE_DIR, 8000, "test"), 1, 8000,
                               torch.Generator().manual_seed(3), counts=(0, 1, 0, 0))
     wav = tmp_path / "fuss_mix.wav"
@@ -233,8 +243,8 @@ def test_noisy_speech_scores_the_speech_with_its_outputs_summed():
     z = torch.zeros_like(x[:, :1])
     half = (torch.arange(m.shape[-1]) < m.shape[-1] // 2).float()              # the speech cut in two in time
     split = torch.cat([x[:, 1:], x[:, :1] * half, x[:, :1] * (1 - half), z], 1)  # [3, 4, T]
-    good = train_audio.noisy_speech_row("split", split, x, m, 8000)
+    good = audio_eval.noisy_speech_row("split", split, x, m, 8000)
     assert good["si_sdr"] > 60 and good["outputs"] == 4
     lumped = torch.cat([m, z, z, z], 1)                                         # no separation
-    bad = train_audio.noisy_speech_row("none", lumped, x, m, 8000)
+    bad = audio_eval.noisy_speech_row("none", lumped, x, m, 8000)
     assert abs(bad["si_sdri"]) < 1e-6

@@ -1,5 +1,7 @@
 """train_image.py end to end on a tiny CIFAR-10-format folder: every mode, resume, bad input;
-the GPU defaults and the CPU notice, CIFAR-10's download, --paper-metrics (issue 11)."""
+the GPU defaults and the CPU notice, CIFAR-10's download, --paper-metrics (issue 11); its
+checkpoints re-scored and collected by ``python -m surf_mini.image_eval`` and exported by
+``python -m surf_mini.checkpoints export``."""
 import json
 import os
 import sys
@@ -10,7 +12,8 @@ import pytest
 import torch
 
 import train_image
-from surf_mini import training
+from surf_mini import checkpoints as C
+from surf_mini import image_eval, methods, runs, training
 from tests.test_data_metrics import write_tiny_cifar
 
 
@@ -21,19 +24,19 @@ def run(cifar, out, *extra):
     return train_image.main(argv)
 
 
-@pytest.mark.parametrize("mode", train_image.MODES)
+@pytest.mark.parametrize("mode", methods.MODES)
 def test_every_mode_trains_and_evaluates(cifar, tmp_path, mode):
     res = run(cifar, tmp_path, "--mode", mode)
     for name in ("results.json", "results.md", "grid.png"):
         assert os.path.getsize(tmp_path / name) > 0
     rows = json.loads((tmp_path / "results.json").read_text())["rows"]
-    assert rows[0]["method"] == train_image.METHOD_NAMES[mode]
+    assert rows[0]["method"] == methods.METHOD_NAMES[mode]
     assert all(r["n"] == 4 and 0 < r["psnr"] <= 100 and -1 <= r["ssim"] <= 1 for r in rows)
     stages = [s["stage"] for s in res["stages"]]
-    assert stages == (["mixit", mode] if mode in train_image.NEEDS_TEACHER else [mode])
+    assert stages == (["mixit", mode] if mode in methods.NEEDS_TEACHER else [mode])
     ckpt = torch.load(tmp_path / f"{mode}.pt", weights_only=True)
-    assert ckpt["kind"] == train_image.CKPT_KIND and ckpt["step"] == 2
-    net = train_image.network_from(ckpt)                                 # self-describing
+    assert ckpt["kind"] == C.IMAGE_KIND and ckpt["step"] == 2
+    net = C.image_network(ckpt)                                           # self-describing
     assert net.config.mode == ("flow" if mode in ("sup-flow", "rm", "sr") else "regression")
     assert not list(tmp_path.glob("*.tmp*"))                              # atomic writes only
 
@@ -73,7 +76,7 @@ def test_teacher_checkpoint_is_reused_and_checked(cifar, tmp_path, capsys):
     # the provenance is the reused teacher's own step count, not the unused option
     ckpt = torch.load(tmp_path / "rm" / "rm.pt", weights_only=True)
     assert ckpt["args"]["teacher_steps"] == 2
-    assert train_image.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
+    assert image_eval.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
     with pytest.raises(SystemExit, match="not a MixIT one"):
         run(cifar, tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
     bad = tmp_path / "bad.pt"
@@ -96,12 +99,12 @@ def test_collect_merges_runs(cifar, tmp_path, capsys):
     run(cifar, tmp_path / "a", "--mode", "sup-reg")
     run(cifar, tmp_path / "b", "--mode", "sup-flow")
     capsys.readouterr()
-    train_image.main(["--collect", str(tmp_path)])
+    image_eval.main(["collect", str(tmp_path)])
     table = capsys.readouterr().out
     assert "| supervised regression | 2 |" in table and "| supervised flow | 2 |" in table
     run(cifar, tmp_path / "c", "--mode", "sup-flow", "--seed", "1")     # an A/B: one mode, two runs
     capsys.readouterr()
-    train_image.main(["--collect", str(tmp_path)])
+    image_eval.main(["collect", str(tmp_path)])
     lines = capsys.readouterr().out.splitlines()
     flows = [ln.split(" | ")[0] for ln in lines if "supervised flow" in ln]
     assert flows == ["| supervised flow [b]", "| supervised flow [c]"]    # both kept, each named
@@ -112,23 +115,29 @@ def test_curves_by_mode_keeps_every_run_and_a_teacher_once():
     def res(run, mode, *stages):
         return {"run": run, "mode": mode, "stages": [{"stage": s, "curve": [{"step": 1, "psnr": i}]}
                                                      for i, s in enumerate(stages)]}
-    got = training.curves_by_mode([res("a", "sup-flow", "sup-flow"), res("b", "sup-flow", "sup-flow"),
-                                   res("r", "rm", "mixit", "rm"), res("s", "sr", "mixit", "sr")])
+    got = runs.curves_by_mode([res("a", "sup-flow", "sup-flow"), res("b", "sup-flow", "sup-flow"),
+                               res("r", "rm", "mixit", "rm"), res("s", "sr", "mixit", "sr")])
     assert [run for run, _ in got["sup-flow"]] == ["a", "b"]
     assert [run for run, _ in got["mixit"]] == ["r"]                   # a teacher inside a student: once
-    got = training.curves_by_mode([res("r", "rm", "mixit", "rm"), res("t", "mixit", "mixit")])
+    got = runs.curves_by_mode([res("r", "rm", "mixit", "rm"), res("t", "mixit", "mixit")])
     assert [run for run, _ in got["mixit"]] == ["t"]                   # the teacher's own run wins
 
 
 def test_unsupervised_stages_are_given_no_sources(cifar, tmp_path):
     args = train_image.parse_args(["--dataset", "cifar10", "--data-dir", cifar, "--out", str(tmp_path)])
     images = torch.rand(6, 3, 32, 32)
-    for mode in train_image.MODES:
-        cfg = train_image.network_config(mode, "cpu", 3)
-        stage = train_image.Stage(mode, cfg, args, torch.device("cpu"), images)
-        supervised = mode.startswith("sup")
-        assert (stage.sources is not None) == supervised, mode
-        assert not any(isinstance(v, torch.Tensor) for v in vars(stage.mixtures).values())
+    for mode in methods.MODES:
+        stage = train_image.stage(mode, args, torch.device("cpu"), images)
+        data = stage.batches
+        assert isinstance(data, methods.Batches)
+        assert (data.sources is not None) == (mode in methods.SUPERVISED) == mode.startswith("sup"), mode
+        assert not any(isinstance(v, torch.Tensor) for v in vars(data).values())
+        for draw in (data.mixtures, data.mixit_pair):                    # plain functions of B,
+            assert not hasattr(draw, "__self__")                          # no sampler object behind
+        assert data.mixtures(2).shape == (2, 1, 3, 32, 32)
+        assert [x.shape for x in data.mixit_pair(2)] == [(2, 1, 3, 32, 32)] * 2
+        if data.sources is not None:
+            assert data.sources(2)[1].shape == (2, 2, 3, 32, 32)
 
 
 # --------------------------------------------------------------------------------------
@@ -170,15 +179,15 @@ def test_evaluate_rescores_exported_checkpoints_like_the_run(cifar, tmp_path, ca
     for mode in ("sup-reg", "mixit", "sup-flow"):
         res = run(cifar, tmp_path / mode, "--mode", mode)
         rows[mode] = res["rows"]
-        train_image.main(["--export", str(tmp_path / mode / f"{mode}.pt"), str(tmp_path / f"{mode}.pt")])
+        C.main(["export", str(tmp_path / mode / f"{mode}.pt"), str(tmp_path / f"{mode}.pt")])
     small = torch.load(tmp_path / "mixit.pt", weights_only=True)
     assert set(small) >= {"config", "ema", "stage", "step", "trained_with"} and "opt" not in small
     paths = [str(tmp_path / f"{m}.pt") for m in ("sup-flow", "mixit", "sup-reg")]
-    out = train_image.main(["--evaluate", *paths, "--data-dir", cifar, "--eval-size", "4", "--threads", "1"])
-    got = {(r["method"], r["grouping"]): r["psnr"] for r in out["rows"]}
+    out = image_eval.main(["evaluate", *paths, "--data-dir", cifar, "--eval-size", "4", "--threads", "1"])
+    got = {(r["method"], r["grouping"]): r["psnr"] for r in out}
     want = {(r["method"], r["grouping"]): r["psnr"] for m in rows for r in rows[m]}
     assert got == pytest.approx(want, abs=1e-5)                            # same mixtures, same seed
-    assert [r["method"] for r in out["rows"]][0] == "supervised regression"  # Table 1 order
+    assert [r["method"] for r in out][0] == "supervised regression"      # Table 1 order
     assert "| MixIT | 4 | oracle |" in capsys.readouterr().out
 
 
@@ -191,29 +200,38 @@ def test_shipped_mnist_checkpoints_rescore_on_the_test_mixtures(capsys):
     (docs/results-mnist.md); 16 of them give about the same, which an untrained or wrongly
     loaded network (about 8-12 dB) cannot reach. Each row says its 10k-step budget."""
     modes = sorted(f[:-3] for f in os.listdir(SHIPPED) if f.endswith(".pt"))   # the seven rows
-    assert set(modes) == set(train_image.MODES)                          # all seven rows ship
-    out = train_image.main(["--evaluate", *(os.path.join(SHIPPED, f"{m}.pt") for m in modes),
-                            "--eval-size", "16", "--merge", "loudest", "--threads", "1"])
+    assert set(modes) == set(methods.MODES)                              # all seven rows ship
+    out = image_eval.main(["evaluate", *(os.path.join(SHIPPED, f"{m}.pt") for m in modes),
+                           "--eval-size", "16", "--merge", "loudest", "--threads", "1"])
     got = {}
-    for r in out["rows"]:
+    for r in out:
         got.setdefault(r["method"], []).append(r)
-    assert set(got) == {train_image.METHOD_NAMES[m] for m in modes}
+    assert set(got) == {methods.METHOD_NAMES[m] for m in modes}
     for m in modes:
-        rows = got[train_image.METHOD_NAMES[m]]
+        rows = got[methods.METHOD_NAMES[m]]
         assert [r["grouping"] for r in rows] == (["merged", "oracle"] if m in ("mixit", "remixit", "selfremix")
                                                  else ["PIT"]), m
-        want = "10000 MixIT + 10000 steps, B=32" if m in train_image.NEEDS_TEACHER else "10000 steps, B=32"
+        want = "10000 MixIT + 10000 steps, B=32" if m in methods.NEEDS_TEACHER else "10000 steps, B=32"
         assert all(r["psnr"] > 21.0 and r["budget"] == want for r in rows), rows
     assert "| supervised flow | 2 | PIT |" in capsys.readouterr().out
 
 
-def test_evaluate_and_export_reject_bad_checkpoints(tmp_path):
+def test_evaluate_and_export_reject_bad_checkpoints(tmp_path, capsys):
     with pytest.raises(SystemExit, match="not found"):
-        train_image.main(["--evaluate", str(tmp_path / "missing.pt")])
+        image_eval.main(["evaluate", str(tmp_path / "missing.pt")])
     (tmp_path / "junk.pt").write_text("not a checkpoint")
     with pytest.raises(SystemExit, match="not a readable checkpoint"):
-        train_image.main(["--export", str(tmp_path / "junk.pt"), str(tmp_path / "out.pt")])
+        C.main(["export", str(tmp_path / "junk.pt"), str(tmp_path / "out.pt")])
     assert not (tmp_path / "out.pt").exists()
+    with pytest.raises(SystemExit, match="is already exported"):          # a shipped, exported one
+        C.main(["export", os.path.join(SHIPPED, "sup-reg.pt"), str(tmp_path / "out.pt")])
+    assert not (tmp_path / "out.pt").exists()
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as e:                                   # scoring needs mixtures
+        image_eval.main(["evaluate", os.path.join(SHIPPED, "sup-reg.pt"), "--eval-size", "0"])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: --eval-size must be positive" in err and "Traceback" not in err
 
 
 def test_bf16_precision_trains(cifar, tmp_path):
@@ -230,7 +248,7 @@ def test_collect_plots_the_curves(cifar20, tmp_path):
     pytest.importorskip("matplotlib")
     for mode in ("sup-reg", "sup-flow"):
         run(cifar20, tmp_path / mode, "--mode", mode, "--val-every", "1", "--val-size", "3")
-    train_image.main(["--collect", str(tmp_path), "--plot", str(tmp_path / "curves.png")])
+    image_eval.main(["collect", str(tmp_path), "--plot", str(tmp_path / "curves.png")])
     assert (tmp_path / "curves.png").read_bytes()[:4] == b"\x89PNG"
 
 
