@@ -2,7 +2,7 @@
 
     python bench/bench_dnsmos.py [--threads 1] [--minutes 1]
 
-Needs the optional extra (pip install -r requirements-dnsmos.txt). ``surf_mini.metrics.dnsmos``
+Needs the optional extra (pip install -r requirements-dnsmos.txt). ``surf_mini.dnsmos.dnsmos``
 resamples to 16 kHz (torchaudio) and scores 9.01 s windows one second apart (the reference
 rule), a short signal repeated first, so the cost depends on how the minute is cut:
   * one file of ``--minutes`` minutes: about one window per second of audio;
@@ -22,7 +22,7 @@ import time
 import numpy as np
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from surf_mini import metrics as M  # noqa: E402
+from surf_mini import dnsmos as M  # noqa: E402
 
 SR = 8000
 

@@ -144,7 +144,7 @@ def validator(m: torch.Tensor, ref: torch.Tensor, sr: int, device, seed: int, k:
 def score(name: str, est, ref, m, sr: int, grouping: str, note: str = "", k: int = K,
           dnsmos: bool = False) -> dict:
     """One speech row. ``dnsmos`` (``--dnsmos``): also DNSMOS P.835 SIG / BAK / OVRL, the mean
-    over every separated source (after the grouping; resampled to 16 kHz, ``metrics.dnsmos``)."""
+    over every separated source (after the grouping; resampled to 16 kHz, ``dnsmos.dnsmos``)."""
     s = audio_scores(est, ref, m, sr, grouping, dnsmos=dnsmos)
     sem = lambda x: (x.mean(1).std() / math.sqrt(len(x))).item()        # noqa: E731
     row = {"method": name, "si_sdr": s["si_sdr"].mean().item(), "si_sdri": s["si_sdri"].mean().item(),

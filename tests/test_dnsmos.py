@@ -103,6 +103,8 @@ def test_a_long_signal_is_scored_in_9_01_s_windows_one_second_apart():
     for k in ("sig", "bak", "ovrl"):
         assert [r[k] for r in rows] == pytest.approx([o[k] for o in one], abs=1e-9)
     assert M._dnsmos_mean(rows) == pytest.approx({k: np.mean([o[k] for o in one]) for k in one[0]}, abs=1e-9)
+    every_2nd = M.dnsmos_stream(lambda s, n: x[s:s + n], len(x), 16000, hop=2)   # windows at 0 and 2 s
+    assert [r["ovrl"] for r in every_2nd] == pytest.approx([one[0]["ovrl"], one[2]["ovrl"]], abs=1e-9)
 
 
 @pytest.mark.parametrize("sr", [8000, 44100])
@@ -179,12 +181,23 @@ def test_separate_score_prints_the_table_and_writes_the_json(short_mix, tmp_path
     report = json.loads((out / "mix_dnsmos.json").read_text())
     assert [r["signal"] for r in report["scores"]] == ["mixture"] + [os.path.basename(p) for p in written]
     assert report["scores"][0]["file"] == str(short_mix)
-    mix = M.dnsmos(sf.read(short_mix, dtype="float32")[0], 16000)
+    mix = M.dnsmos_file(str(short_mix), hop=9)            # --score's default: windows 9 s apart
     assert {k: report["scores"][0][k] for k in mix} == pytest.approx(mix, abs=1e-9)
+    assert "9 s apart" in report["metric"]
     printed = capsys.readouterr().out
     assert "| signal | SIG | BAK | OVRL |" in printed and "| mixture |" in printed
     assert f"| mix_s1.wav | {report['scores'][1]['sig']:.2f} |" in printed
     assert sorted(p.name for p in out.iterdir()) == ["mix_dnsmos.json", "mix_s1.wav", "mix_s2.wav"]  # no temp left
+
+
+def test_separate_score_hop_1_is_the_reference_rule(short_mix, tmp_path):
+    need_extra()
+    separate.main([str(short_mix), "--out-dir", str(tmp_path), "--score", "--score-hop", "1", "--threads", "1"])
+    report = json.loads((tmp_path / "mix_dnsmos.json").read_text())
+    mix = M.dnsmos(sf.read(short_mix, dtype="float32")[0], 16000)        # speechmos's rule
+    assert {k: report["scores"][0][k] for k in mix} == pytest.approx(mix, abs=1e-9)
+    with pytest.raises(SystemExit):
+        separate.main([str(short_mix), "--out-dir", str(tmp_path), "--score", "--score-hop", "0"])
 
 
 def test_separate_score_without_the_extra_still_separates(no_extra, short_mix, tmp_path, capsys):
