@@ -417,7 +417,13 @@ def evaluate_checkpoints(args) -> dict:
 def collect(folder: str, plot: str | None = None) -> None:
     """One table from DIR/*/results.json; each results.json says its task (speech when absent,
     the runs from before --task), and each task present gets its own table."""
-    results = runs.read_results(folder)
+    every = runs.read_results(folder)
+    results = [r for r in every if "dataset" not in r]  # audio runs only
+    if not every:
+        raise SystemExit(f"error: no */results.json under {folder!r}")
+    if not results:
+        raise SystemExit(f"error: no audio runs under {folder!r} (image runs: python -m "
+                         f"surf_mini.image_eval collect {folder})")
     by_task = {}
     for res in results:
         by_task.setdefault(res.get("task", "speech"), []).append(res)

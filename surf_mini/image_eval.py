@@ -259,7 +259,13 @@ def evaluate_checkpoints(opts) -> list[dict]:
 
 def collect(folder: str, plot: str | None = None) -> None:
     """One table (and the validation curves) from ``folder/*/results.json``."""
-    results = runs.read_results(folder)
+    every = runs.read_results(folder)
+    results = [r for r in every if "dataset" in r]     # image runs only
+    if not every:
+        raise SystemExit(f"error: no */results.json under {folder!r}")
+    if not results:
+        raise SystemExit(f"error: no image runs under {folder!r} (audio runs: python -m "
+                         f"surf_mini.audio_eval collect {folder})")
     print(markdown(runs.collect_rows(folder, list(METHOD_NAMES.values()), results)), end="")
     if plot:
         runs.plot_curves(results, plot, "psnr", "validation PSNR (dB, EMA weights)", MODES,
