@@ -28,7 +28,7 @@ from . import fuss_data as F
 from . import options, runs
 from .checkpoints import AUDIO_KIND, audio_network, read_checkpoint
 from .flow import estimate_sources
-from .methods import FLOWS, METHOD_NAMES, MODES, NEEDS_TEACHER
+from .methods import FLOWS, METHOD_NAMES, MODES
 from .metrics import audio_scores, fuss_scores, oracle_grouping
 from .mixit import merge_outputs
 
@@ -351,14 +351,6 @@ def write_examples(folder: str, m, ref, est, sr: int, n: int = 3, k: int = K) ->
 # The commands: evaluate checkpoints, collect runs
 # --------------------------------------------------------------------------------------
 
-def checkpoint_budget(ckpt: dict) -> str:
-    a = ckpt.get("trained_with") or ckpt.get("args") or {}
-    own = f"{ckpt['step']} steps"
-    if ckpt["stage"] in NEEDS_TEACHER and a.get("teacher_steps"):
-        own = f"{a['teacher_steps']} MixIT + {own}"
-    return own + (f", B={a['batch']} x {a['seconds']:g} s" if a.get("batch") and a.get("seconds") else "")
-
-
 def read_checkpoints(paths: list[str], verb: str) -> tuple[list[tuple[str, dict]], int]:
     """[(path, checkpoint)] and their one sample rate, for tools that score several models on
     the same mixtures (``evaluate``, bench/score_*.py); one-line SystemExit otherwise."""
@@ -397,12 +389,11 @@ def evaluate_checkpoints(args) -> dict:
         name += " (raw weights)" if which == "model" else ""
         est = separate(net, m, device, args.seed)
         for r in method_rows(name, est, ref, m, sr, args.task, args.K, dnsmos):
-            rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
+            rows.append(dict(r, budget=runs.checkpoint_budget(ckpt), checkpoint=path))
         if noisy is not None:
             r = noisy_speech_rows([(name, net)], *noisy, sr, device, args.seed, dnsmos)[0]
-            noisy_rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
-    order = list(METHOD_NAMES.values())
-    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+            noisy_rows.append(dict(r, budget=runs.checkpoint_budget(ckpt), checkpoint=path))
+    rows = runs.in_table_order(rows)
     ceilings = dnsmos_ceilings(args, ref, noisy, sr) if dnsmos else {}
     what = "trained (raw) weights" if which == "model" else "EMA weights"
     print(test_set_header(len(m), args, sr, f"from {args.data}, 5-step Euler for flows, {what}"))

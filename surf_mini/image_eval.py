@@ -29,7 +29,7 @@ from .checkpoints import IMAGE_KIND, image_network, read_checkpoint
 from .classifier import DEFAULT_PATH as CLASSIFIER_PATH
 from .classifier import image_feature_scores, load_classifier
 from .flow import estimate_sources
-from .methods import FLOWS, METHOD_NAMES, MODES, NEEDS_TEACHER
+from .methods import FLOWS, METHOD_NAMES, MODES
 from .mixit import MERGE_RULES
 from .metrics import image_scores, match_images, psnr, ssim
 
@@ -217,14 +217,6 @@ def save_grid(path: str, m: torch.Tensor, sources: torch.Tensor, est: torch.Tens
 # The commands: evaluate checkpoints, collect runs
 # --------------------------------------------------------------------------------------
 
-def checkpoint_budget(ckpt: dict) -> str:
-    a = ckpt.get("trained_with") or ckpt.get("args") or {}
-    own = f"{ckpt['step']} steps"
-    if ckpt["stage"] in NEEDS_TEACHER and a.get("teacher_steps"):
-        own = f"{a['teacher_steps']} MixIT + {own}"
-    return own + (f", B={a['batch']}" if a.get("batch") else "")
-
-
 def evaluate_checkpoints(opts) -> list[dict]:
     """Score each checkpoint's EMA network on the same test mixtures and print the table in SURF
     Table 1 order. Needs no run folder: the config travels in the checkpoint."""
@@ -247,9 +239,8 @@ def evaluate_checkpoints(opts) -> list[dict]:
         padded, size = D.pad_to_multiple(m, net.config.size_multiple)
         name = METHOD_NAMES.get(ckpt["stage"], ckpt["stage"])
         for r in network_rows(name, net, padded, src, size, device, opts, paper)[0]:
-            rows.append(dict(r, budget=checkpoint_budget(ckpt), checkpoint=path))
-    order = list(METHOD_NAMES.values())
-    rows.sort(key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+            rows.append(dict(r, budget=runs.checkpoint_budget(ckpt), checkpoint=path))
+    rows = runs.in_table_order(rows)
     sched = "FLOSS 5-step" if opts.eval_steps == "floss5" else f"{opts.eval_steps}-step"
     print(f"\n{dataset}, {opts.eval_size} test mixtures (seed {opts.eval_seed}), {sched} Euler for flows, "
           f"EMA weights:\n")

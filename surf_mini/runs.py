@@ -106,6 +106,27 @@ def plot_curves(results: list[dict], path: str, key: str, ylabel: str, modes: tu
     print(f"wrote {path}")
 
 
+def in_table_order(rows: list[dict]) -> list[dict]:
+    """``rows`` in the order of SURF's tables (methods.METHOD_NAMES), others last; stable."""
+    from .methods import METHOD_NAMES
+    order = list(METHOD_NAMES.values())
+    return sorted(rows, key=lambda r: order.index(r["method"]) if r["method"] in order else len(order))
+
+
+def checkpoint_budget(ckpt: dict) -> str:
+    """The budget column of a re-scored checkpoint: its steps (and its MixIT teacher's), from
+    the options it carries (``trained_with`` when exported, ``args`` for a run's own), and the
+    batch (audio: with the crops' length)."""
+    from .methods import NEEDS_TEACHER
+    a = ckpt.get("trained_with") or ckpt.get("args") or {}
+    own = f"{ckpt['step']} steps"
+    if ckpt["stage"] in NEEDS_TEACHER and a.get("teacher_steps"):
+        own = f"{a['teacher_steps']} MixIT + {own}"
+    if not a.get("batch"):
+        return own
+    return own + f", B={a['batch']}" + (f" x {a['seconds']:g} s" if a.get("seconds") else "")
+
+
 def run_record(args, net, logs: list[dict], rows: list[dict], budget: str, t_start: float,
                t_eval: float, device, world: int = 1, **fields) -> dict:
     """What a run's ``results.json`` holds: ``fields`` (the domain's: dataset or task), the

@@ -76,7 +76,7 @@ def test_teacher_checkpoint_is_reused_and_checked(cifar, tmp_path, capsys):
     # the provenance is the reused teacher's own step count, not the unused option
     ckpt = torch.load(tmp_path / "rm" / "rm.pt", weights_only=True)
     assert ckpt["args"]["teacher_steps"] == 2
-    assert image_eval.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
+    assert runs.checkpoint_budget(ckpt) == "2 MixIT + 2 steps, B=3"
     with pytest.raises(SystemExit, match="not a MixIT one"):
         run(cifar, tmp_path / "x", "--mode", "sr", "--teacher", str(tmp_path / "rm" / "rm.pt"))
     bad = tmp_path / "bad.pt"
