@@ -3,6 +3,7 @@ MixIT teacher with M = 8), the FUSS table, no references for the unsupervised st
 loss finite with silent reference slots, and separate.py with a K = 4 model."""
 import json
 import math
+import os
 
 import pytest
 import soundfile as sf
@@ -248,3 +249,31 @@ def test_noisy_speech_scores_the_speech_with_its_outputs_summed():
     lumped = torch.cat([m, z, z, z], 1)                                         # no separation
     bad = audio_eval.noisy_speech_row("none", lumped, x, m, 8000)
     assert abs(bad["si_sdri"]) < 1e-6
+
+
+SHIPPED_FUSS = os.path.join(os.path.dirname(separate.__file__), "surf_mini", "assets", "fuss")
+FUSS_TABLE_MODES = ("mixit", "remixit", "selfremix", "rm", "sr", "sup-flow")   # README's FUSS rows
+
+
+def test_shipped_fuss_checkpoints_rescore_with_their_budgets(capsys):
+    """Every row of the README's FUSS table ships (surf_mini/assets/fuss/<mode>.pt) and re-scores
+    with ``audio_eval evaluate`` on the committed sample: one FUSS row per network (the teacher
+    also merged to 4), one noisy-speech row each, every score finite, and each row's budget the
+    table's (a file of another run, or a full training checkpoint, would say otherwise)."""
+    modes = sorted(f[:-3] for f in os.listdir(SHIPPED_FUSS) if f.endswith(".pt"))
+    assert set(modes) == set(FUSS_TABLE_MODES)
+    out = audio_eval.main(["evaluate", *(os.path.join(SHIPPED_FUSS, f"{m}.pt") for m in modes),
+                           "--task", "fuss", "--eval-size", "3", "--eval-seconds", "1", "--threads", "1"])
+    want = {"mixit": "4000 steps", "sup-flow": "500 steps", "rm": "4000 MixIT + 400 steps"}
+    for m in modes:
+        name = methods.METHOD_NAMES[m]
+        rows = [r for r in out["rows"] if r["method"] == name]
+        noisy = [r for r in out["noisy_speech"] if r["method"] == name]
+        assert [r["grouping"] for r in rows] == (["raw", "merged"] if m == "mixit" else ["raw"]), m
+        assert len(noisy) == 1 and math.isfinite(noisy[0]["si_sdri"]), m
+        assert all(math.isfinite(r["MSi"]) for r in rows if r["MSi"] is not None), m
+        budget = want.get(m, "4000 MixIT + 500 steps") + ", B=8 x 1 s"
+        assert all(r["budget"] == budget for r in rows + noisy), (m, rows[0]["budget"])
+        ckpt = C.read_checkpoint(os.path.join(SHIPPED_FUSS, f"{m}.pt"), C.AUDIO_KIND, "audio")
+        assert "model" not in ckpt and ckpt["trained_with"]["task"] == "fuss"          # exported
+    assert "| ReMixIT (regression) | 4 | raw |" in capsys.readouterr().out
