@@ -175,7 +175,7 @@ def train_and_evaluate(args) -> dict:
     validate = None
     if args.val_every > 0 and args.val_size > 0 and len(valid_images) >= K:
         validate = E.validator(*D.test_mixtures(valid_images, args.val_size, seed=777), size,
-                               device, args.seed, args.merge)
+                               device, args.seed, args.merge, args.also_steps)
     os.makedirs(args.out, exist_ok=True)
 
     # ---- the MixIT teacher: trained here, or read from --teacher

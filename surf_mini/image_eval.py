@@ -48,10 +48,11 @@ def separate(net, m: torch.Tensor, device, seed: int, batch: int = 250,
 
 
 def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], device, seed: int,
-              merge: str = "loudest"):
+              merge: str = "loudest", also_steps: int = 0):
     """The learning-curve scorer: PSNR / SSIM of a stage's EMA network on fixed validation
     mixtures (merged outputs for a 4-output network, what a SURF student is fed, plus the oracle
-    grouping; PIT for 2 outputs)."""
+    grouping; PIT for 2 outputs). A flow is also scored with ``also_steps`` linear Euler steps
+    (``psnr_alt``), the test table's second sampler, so a curve can be read with either."""
     ref = D.crop_center(sources, size)
 
     def validate(stage) -> dict:
@@ -60,6 +61,9 @@ def validator(m: torch.Tensor, sources: torch.Tensor, size: tuple[int, int], dev
         out = {"psnr": round(s["psnr"].mean().item(), 3), "ssim": round(s["ssim"].mean().item(), 4)}
         if est.shape[1] > K:
             out["psnr_oracle"] = round(image_scores(est, ref, "oracle")["psnr"].mean().item(), 3)
+        if also_steps and stage.ema.flow:
+            alt = D.crop_center(separate(stage.ema, m, device, seed, schedule=also_steps), size)
+            out["psnr_alt"] = round(image_scores(alt, ref, "PIT")["psnr"].mean().item(), 3)
         return out
     return validate
 
