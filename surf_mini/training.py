@@ -180,7 +180,7 @@ def optimizer_step(stage: Stage, loss_fn: Callable[[Stage], torch.Tensor]) -> to
     batch's loss (averaged over the ranks under torchrun), detached."""
     a = stage.args
     for group in stage.opt.param_groups:
-        group["lr"] = lr_at(stage.step, stage.total, a.lr, a.warmup)
+        group["lr"] = lr_at(stage.step, stage.total, a.lr, share_of_stage(a.warmup, stage))
     with autocast(stage):
         loss = loss_fn(stage).float()                                      # this rank's rows
     shown = mean_over_ranks(loss.detach())      # the whole batch's loss, the same on every rank,
@@ -270,7 +270,8 @@ def steps_that_fit(stage: Stage, seconds_left: float, sec_per_step: float) -> in
 
 def share_of_stage(steps: int, stage: Stage) -> int:
     """``steps`` scaled by how much of the asked step count ``--minutes`` left (``steps`` itself
-    without it): the hybrid teacher's beta then decays over the same share of a cut stage."""
+    without it): the warm-up and the hybrid teacher's beta then take the same share of a cut
+    stage, so a wall-clock budget ends its whole schedule when its time ends."""
     return round(steps * stage.total / stage.asked)
 
 
