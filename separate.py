@@ -19,8 +19,14 @@ for "no source here"), unless ``--keep-silent``; ``--num-sources N`` merges the 
 to N (``mixit.merge_weights``, the rule of ``merge_outputs``, which keeps their sum).
 
 Outputs are 32-bit float wav (never clipped). Every output goes to a temporary file first and
-is renamed once all outputs of that input are written: an error leaves no partial file. Bad
-input gives one line on stderr and exit status 1.
+all outputs of one input are renamed together once all are written: an error, an output that is
+NaN or infinite, or SIGTERM / Ctrl-C (exit status 128 + the signal's number) leaves none of that
+input's outputs and no temporary file. Nothing is overwritten unless asked: if an output of an
+input (``<name>_sN.wav``, ``<name>_dnsmos.json``) already exists, nothing is done until
+``--overwrite`` is given (demucs' and asteroid's policy), which replaces every earlier output of
+that input, so a rerun that writes fewer outputs leaves no stale ``_s2`` behind. Two inputs
+whose outputs would have the same name (``a/mix.wav b/mix.wav --out-dir o``) are refused
+rather than renamed. Bad input gives one line on stderr and exit status 1.
 
 ``--score`` (the optional DNSMOS extra, ``pip install -r requirements-dnsmos.txt``): after each
 input's outputs are written, DNSMOS P.835 (Reddy et al. 2022; reference-free SIG / BAK / OVRL,
@@ -37,8 +43,12 @@ tables' ``--dnsmos`` does. On the demo file the two differ by at most 0.12 (docs
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
+import re
+import signal
 import sys
+import threading
 import warnings
 
 import torch
@@ -65,6 +75,109 @@ AUDIO_EXTENSIONS = (".wav", ".flac", ".ogg", ".aiff", ".aif", ".mp3")
 
 class SeparationError(Exception):
     """A problem with one input or the output folder; the message is the one line shown."""
+
+
+# --------------------------------------------------------------------------------------
+# Outputs: their names, the temporary files, and how they replace earlier ones
+# --------------------------------------------------------------------------------------
+
+# This process's temporary files not yet renamed or removed: what the SIGTERM / SIGINT handler
+# deletes before it exits, so a killed run leaves no hidden 12 MB .tmp<pid>.wav behind.
+_PENDING: set[str] = set()
+
+
+def _stop(signum, frame):
+    """SIGTERM / SIGINT: delete the pending temporaries, then exit with 128 + the signal's number
+    (the shell's convention); the SystemExit unwinds through the ``finally`` blocks, which close
+    the open files."""
+    for path in list(_PENDING):
+        with contextlib.suppress(OSError):
+            os.remove(path)
+    _PENDING.clear()
+    print(f"error: stopped by {signal.Signals(signum).name}; the outputs of the file being "
+          f"separated were not written", file=sys.stderr)
+    raise SystemExit(128 + signum)
+
+
+@contextlib.contextmanager
+def _cleanup_on_signals():
+    """``_stop`` handles SIGTERM and SIGINT for the duration (the handlers before are restored
+    after, so a test calling ``main`` keeps its own); Python allows handlers in the main thread only."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    before = {s: signal.signal(s, _stop) for s in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for s, handler in before.items():
+            signal.signal(s, handler)
+
+
+def output_place(path: str, out_dir: str | None) -> tuple[str, str]:
+    """(folder, name stem) of an input's outputs: ``<folder>/<stem>_sN.wav``."""
+    return out_dir or os.path.dirname(os.path.abspath(path)), os.path.splitext(os.path.basename(path))[0]
+
+
+def earlier_outputs(folder: str, stem: str) -> list[str]:
+    """Everything in ``folder`` named like an output of ``stem`` (``<stem>_s<N>.wav``,
+    ``<stem>_dnsmos.json``): from an earlier run, or an unrelated file that happens to match."""
+    if not os.path.isdir(folder):
+        return []
+    pattern = re.compile(re.escape(stem) + r"(_s[0-9]+\.wav|_dnsmos\.json)")
+    return sorted(os.path.join(folder, f) for f in os.listdir(folder) if pattern.fullmatch(f))
+
+
+def check_outputs(files: list[str], out_dir: str | None, overwrite: bool) -> None:
+    """Before any work: no two inputs may write the same names (one would silently replace the
+    other's outputs; refused rather than renamed, so every output name says its input), and
+    nothing named like an output may exist unless ``overwrite``, nor a folder in its place."""
+    seen, inputs = {}, {os.path.realpath(f): f for f in files}
+    for f in files:
+        folder, stem = output_place(f, out_dir)
+        key = (os.path.realpath(folder), stem)
+        if key in seen:
+            raise SeparationError(f"{seen[key]} and {f} would both write {stem}_sN.wav in {folder}; "
+                                  f"separate them in two calls with different --out-dir")
+        seen[key] = f
+        found = earlier_outputs(folder, stem)
+        clash = [p for p in found if os.path.realpath(p) in inputs]
+        if clash:                      # e.g. a folder separated twice: its outputs are inputs now
+            raise SeparationError(f"{clash[0]} is an input and also named like an output of {f}; "
+                                  f"give --out-dir, or leave earlier outputs out of the inputs")
+        blocked = [p for p in found if not os.path.isfile(p)]
+        if blocked:
+            raise SeparationError(f"{blocked[0]} is in the way of an output of {f} and is not a file; "
+                                  f"move it or give another --out-dir")
+        if found and not overwrite:
+            more = f" (and {len(found) - 1} more)" if len(found) > 1 else ""
+            raise SeparationError(f"{found[0]} already exists{more}; add --overwrite to replace the "
+                                  f"outputs of {f}, or give another --out-dir")
+
+
+def commit(pairs: list[tuple[str, str]], earlier: list[str]) -> None:
+    """Rename each (temporary, final) pair, all or none: the ``earlier`` outputs are moved aside
+    first and put back if any rename fails, and what was renamed is removed again, so a failure
+    leaves the folder as it was; they are deleted once every new output is in place."""
+    aside = [os.path.join(os.path.dirname(e), f".{os.path.basename(e)}.old{os.getpid()}") for e in earlier]
+    moved, placed = [], []
+    try:
+        for e, a in zip(earlier, aside):
+            os.replace(e, a)
+            moved.append((e, a))
+        for tmp, final in pairs:
+            os.replace(tmp, final)
+            placed.append(final)
+    except OSError:
+        for final in placed:
+            with contextlib.suppress(OSError):
+                os.remove(final)
+        for e, a in moved:
+            with contextlib.suppress(OSError):
+                os.replace(a, e)
+        raise
+    for _, a in moved:
+        os.remove(a)
 
 
 # --------------------------------------------------------------------------------------
@@ -229,15 +342,18 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
     from surf_mini.mixit import merge_weights
     src = _Input(path, getattr(net, "input_level", None))
     K = outputs_of(net)
-    folder = out_dir or os.path.dirname(os.path.abspath(path))
-    stem = os.path.splitext(os.path.basename(path))[0]
+    folder, stem = output_place(path, out_dir)
     temps = [os.path.join(folder, f".{stem}_o{k + 1}.tmp{os.getpid()}.wav") for k in range(K)]
+    _PENDING.update(temps)                                                     # SIGTERM deletes them
     finals = []
     try:
         writers = [sf.SoundFile(t, "w", src.sr, 1, subtype="FLOAT") for t in temps]
         gram = torch.zeros(K, K, dtype=torch.float64)
         for block in separate_stream(net, src.read, src.T, src.sr, model_sr, args.steps, args.chunk,
                                      args.overlap, args.batch, args.seed, args.device):
+            if not torch.isfinite(block).all():      # would be dropped as "silent", or a NaN file
+                raise SeparationError(f"{path}: the model's output is NaN or infinite; nothing written "
+                                      f"(the checkpoint does not work on this input; try another --checkpoint)")
             block = block / src.gain                                           # restore the level
             gram += block @ block.T
             for k, w in enumerate(writers):
@@ -254,8 +370,9 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
         outs = [os.path.join(folder, f".{stem}_s{i + 1}.tmp{os.getpid()}.wav") for i in range(len(keep))]
         if N < K or len(keep) < K:                                             # second pass: merge, select
             readers = [sf.SoundFile(t) for t in temps]
-            writers = [sf.SoundFile(o, "w", src.sr, 1, subtype="FLOAT") for o in outs]
             temps += outs
+            _PENDING.update(outs)
+            writers = [sf.SoundFile(o, "w", src.sr, 1, subtype="FLOAT") for o in outs]
             for _ in range(0, src.T, 1 << 16):
                 x = torch.stack([torch.from_numpy(r.read(1 << 16, dtype="float64")) for r in readers])  # [K, L]
                 y = weights.T @ x                                               # [N, L]
@@ -266,8 +383,9 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
         else:
             outs = temps[:K]
         finals = [os.path.join(folder, f"{stem}_s{i + 1}.wav") for i in range(len(keep))]
-        for tmp, final in zip(outs, finals):
-            os.replace(tmp, final)
+        # all of this input's outputs or none; --overwrite: the earlier ones go (main refused them
+        # otherwise), so a rerun that writes fewer outputs leaves no stale _s2 beside the new _s1
+        commit(list(zip(outs, finals)), earlier_outputs(folder, stem) if args.overwrite else [])
     except (OSError, sf.SoundFileError) as e:                                 # I/O only: model errors propagate
         raise SeparationError(f"{folder}: cannot write the outputs ({getattr(e, 'strerror', None) or e})") from None
     finally:
@@ -275,6 +393,7 @@ def separate_file(net, model_sr: int, path: str, out_dir: str | None, args) -> l
         for tmp in temps:
             if os.path.exists(tmp):
                 os.remove(tmp)
+        _PENDING.difference_update(temps)
     return finals
 
 
@@ -295,6 +414,7 @@ def score_file(path: str, outputs: list[str], out_dir: str | None, threads: int 
     stem = os.path.splitext(os.path.basename(path))[0]
     final = os.path.join(folder, f"{stem}_dnsmos.json")
     tmp = os.path.join(folder, f".{stem}_dnsmos.tmp{os.getpid()}.json")
+    _PENDING.add(tmp)
     report = {"input": path, "metric": f"DNSMOS P.835 (Reddy et al. 2022), reference-free, at 16 kHz "
                                       f"(other rates resampled), means over {DNSMOS_WINDOW_S} s windows "
                                       f"{hop} s apart (surf_mini.dnsmos; 1 s: the reference's rule)",
@@ -307,6 +427,8 @@ def score_file(path: str, outputs: list[str], out_dir: str | None, threads: int 
         if os.path.exists(tmp):
             os.remove(tmp)
         raise SeparationError(f"{folder}: cannot write {os.path.basename(final)} ({e.strerror})") from None
+    finally:
+        _PENDING.discard(tmp)
     lines = [f"DNSMOS P.835 of {path} (reference-free, 16 kHz):", "| signal | SIG | BAK | OVRL |",
              "|---|---|---|---|"]
     lines += [f"| {r['signal']} | {r['sig']:.2f} | {r['bak']:.2f} | {r['ovrl']:.2f} |" for r in rows]
@@ -339,6 +461,9 @@ def parse_args(argv=None) -> argparse.Namespace:
                    help="train_audio.py checkpoint (default: surf_mini/assets/sup_reg_speech.pt, the "
                         "best on unseen real voices; the best SURF flow is surf_sr_speech.pt)")
     p.add_argument("--out-dir", help="where to write <name>_sN.wav (default: beside each input)")
+    p.add_argument("--overwrite", action="store_true",
+                   help="replace the earlier outputs of an input (<name>_sN.wav, <name>_dnsmos.json); "
+                        "without it, existing outputs stop the run before any work")
     p.add_argument("--steps", type=int, default=5,
                    help="Euler steps for flow models (5: FLOSS's 5-step schedule; N: N equal steps)")
     p.add_argument("--num-sources", type=int, help="merge the outputs down to this many")
@@ -363,6 +488,8 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("need --steps >= 1, --batch >= 1, --chunk > 0 and 0 <= --overlap < --chunk")
     if args.num_sources is not None and args.num_sources < 1:
         p.error("--num-sources must be at least 1")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, not {args.threads}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error("--device cuda asked for, but torch sees no CUDA GPU; use --device cpu")
     args.steps = "floss5" if args.steps == 5 else args.steps
@@ -379,6 +506,7 @@ def main(argv=None) -> list[str]:
         for f in files:                                       # every input checked before any work
             if not os.path.isfile(f):
                 raise SeparationError(f"{f}: no such file")
+        check_outputs(files, args.out_dir, args.overwrite)    # nothing overwritten unless asked
         if args.out_dir:
             try:
                 os.makedirs(args.out_dir, exist_ok=True)
@@ -399,7 +527,7 @@ def main(argv=None) -> list[str]:
     if args.num_sources and args.num_sources > outputs_of(net):
         raise SystemExit(f"error: --num-sources {args.num_sources} but the model has "
                          f"{outputs_of(net)} outputs")
-    with warnings.catch_warnings():
+    with warnings.catch_warnings(), _cleanup_on_signals():
         warnings.simplefilter("ignore")
         for f in files:
             try:

@@ -119,10 +119,10 @@ def parse_args(argv=None) -> argparse.Namespace:
         p.error("give at most one of --mixtures and --librimix")
     if args.mixtures and args.mode in SUPERVISED:
         p.error(f"--mode {args.mode} needs references; --mixtures gives mixtures only (use --data)")
+    args.out = args.out or os.path.join("runs", f"audio-{args.mode}")
     options.check_training_options(p, args, NEEDS_TEACHER)
     if min(args.seconds, args.eval_seconds) <= 0 or args.eval_size < 0:
         p.error("--seconds and --eval-seconds must be positive, --eval-size at least 0")
-    args.out = args.out or os.path.join("runs", f"audio-{args.mode}")
     return args
 
 

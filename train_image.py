@@ -57,6 +57,10 @@ GPU_SPEED = dict(precision="bf16", compile=True, tf32=True)   # the paper networ
 # Forward FLOPs per example of the paper NCSN at 32x32 with (K = 2, M = 4) outputs, and a step's
 # forwards per mode (a backward costs two; SURF: 5 Euler teacher steps, PIT, loss, frozen teacher).
 FWD_FLOPS = (10.3e9, 20.4e9)
+# Images in each dataset's test split, the most --eval-size may ask for: a constant, so a bad
+# value is refused before anything is loaded (1e8 test mixtures trained first, then ran the
+# machine out of memory). The evaluation draws its mixtures from these images.
+TEST_IMAGES = {"mnist": 10_000, "cifar10": 10_000}
 STEP_FORWARDS = {"sup-reg": (3, 0), "sup-flow": (4, 0), "mixit": (0, 3), "remixit": (0, 4),
                  "selfremix": (0, 4), "rm": (9, 1), "sr": (9, 1)}
 
@@ -98,10 +102,11 @@ def parse_args(argv=None) -> argparse.Namespace:
                        and args.dataset == "cifar10" and not args.cpu_ok)
     gpu_budget = args.net != "cpu" and (cuda or args.cpu_ok or args.gpu_notice)
     options.apply_presets(args, DEFAULTS, PRESETS, gpu_budget, GPU_SPEED)
-    options.check_training_options(p, args, NEEDS_TEACHER)
-    if args.eval_size < 1:
-        p.error("--eval-size must be positive")
     args.out = args.out or os.path.join("runs", f"{args.dataset}-{args.mode}")
+    options.check_training_options(p, args, NEEDS_TEACHER)
+    if not 1 <= args.eval_size <= TEST_IMAGES[args.dataset]:
+        p.error(f"--eval-size must be between 1 and {TEST_IMAGES[args.dataset]} (the size of "
+                f"{args.dataset}'s test split), not {args.eval_size}")
     return args
 
 

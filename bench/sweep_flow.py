@@ -75,8 +75,10 @@ def main():
             steps = int(a.steps * float(extra[i + 1]))
             del extra[i:i + 2]
         out = os.path.join(a.out, name)
+        # --resume only where a row's checkpoint is there: train_image.py refuses it on a fresh folder
+        resume = ["--resume"] if os.path.isfile(os.path.join(out, "sup-flow.pt")) else []
         args = ["--mode", "sup-flow", "--steps", str(steps), "--out", out, "--threads", str(a.threads),
-                "--eval-size", "10", "--val-every", "250", "--resume", *extra]
+                "--eval-size", "10", "--val-every", "250", *resume, *extra]
         t0 = time.time()
         subprocess.run([sys.executable, os.path.join(ROOT, "train_image.py"), *args], check=True, cwd=ROOT)
         with open(os.path.join(out, "results.json")) as f:

@@ -15,21 +15,23 @@ model hub or a colleague's folder can otherwise run any command the moment it is
     ``--teacher``, ``--resume``, ``--export``, bench/). Every failure is one line naming the file
     and what is wrong: not found, truncated or corrupt, unsafe content refused, wrong kind.
   * ``load_network``: rebuild a network from the config inside a checkpoint and load its
-    weights, with one line for a config that builds no network or weights that do not fit.
+    weights, with one line for a config that builds no network, weights that do not fit, or
+    weights (or an ``input_level``) that are NaN or infinite.
   * ``image_network`` / ``audio_network``: the network of an image or audio checkpoint, the
     one way every entry point (separate.py, the evaluation commands, bench/) rebuilds one.
   * ``python -m surf_mini.checkpoints export RUN.pt SMALL.pt``: keep what separation and
     evaluation need (config, EMA weights, provenance, learning curve), a few hundred kB to a
     few MB; ``check FILE...`` says what each file is.
-  * ``python -m surf_mini.checkpoints convert OLD NEW``: the one explicit, documented way to
-    read a checkpoint written before 2026-12-02 (those held an argparse Namespace in a few
-    cases) with the unrestricted unpickler. It runs whatever the file holds: use it only on
-    files you made yourself.
+  * ``python -m surf_mini.checkpoints convert --i-trust-this-file OLD NEW``: the one explicit,
+    documented way to read a checkpoint written before 2026-12-02 (those held an argparse
+    Namespace in a few cases) with the unrestricted unpickler. It runs whatever the file holds,
+    so it refuses without the flag: use it only on files you made yourself.
 """
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import math
 import os
 import pickle
 import sys
@@ -104,9 +106,10 @@ def read_checkpoint(path: str, kind: str | None = None, what: str = "") -> dict:
     except pickle.UnpicklingError as e:
         if "global" in str(e).lower():         # a class or function the file asks to call
             raise _fail(path, "refused: it holds objects other than tensors and plain data, "
-                              "which could run code when loaded (if you wrote it yourself with "
-                              "an older surf_mini: python -m surf_mini.checkpoints convert "
-                              f"{path} NEW.pt)") from None
+                              "which could run code when loaded (convert it only if you trust it, "
+                              "e.g. you wrote it yourself with an older surf_mini: python -m "
+                              "surf_mini.checkpoints convert --i-trust-this-file "
+                              f"{path} NEW.pt, which runs that code)") from None
         raise _fail(path, f"is not a readable checkpoint: truncated or corrupt ({type(e).__name__})") from None
     except Exception as e:                  # zip/EOF/runtime errors of a cut or foreign file
         raise _fail(path, f"is not a readable checkpoint: truncated or corrupt ({type(e).__name__})") from None
@@ -134,7 +137,24 @@ def load_network(path: str, ckpt: dict, build: Callable[[dict], torch.nn.Module]
         first = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
         detail = first[1] if len(first) > 1 else (first[0] if first else type(e).__name__)
         raise _fail(path, f"has {which!r} weights that do not fit its config ({detail[:160]})") from None
+    check_finite(path, ckpt, which)
     return net
+
+
+def check_finite(path: str, ckpt: dict, which: str = "ema") -> None:
+    """One line when ``ckpt[which]``'s weights or its ``input_level`` hold NaN or Inf. Such a
+    network turns every input into NaN, which separate.py used to drop as "silent" (exit 0,
+    nothing written) and the evaluation commands met as a traceback; a diverged run's last
+    checkpoint is the usual source."""
+    bad = [k for k, v in ckpt[which].items()
+           if isinstance(v, torch.Tensor) and v.is_floating_point() and not torch.isfinite(v).all()]
+    if bad:
+        raise _fail(path, f"has NaN or infinite {which!r} weights ({len(bad)} tensor(s), first "
+                          f"{bad[0]}): the run diverged; use an earlier checkpoint or retrain with a lower --lr")
+    level = ckpt.get("input_level")
+    if level is not None and not (math.isfinite(float(level)) and float(level) > 0):
+        raise _fail(path, f"has input_level {float(level)!r}, not a finite positive level; "
+                          f"the level inputs are brought to is unknown; give another checkpoint or retrain")
 
 
 IMAGE_KIND = "surf_mini.ncsn"           # train_image.py's checkpoints (NCSN++ networks)
@@ -187,6 +207,9 @@ def export(src: str, dst: str) -> None:
     print(f"wrote {dst} ({os.path.getsize(dst) / 1e6:.2f} MB): {ckpt['stage']} at step {ckpt['step']}")
 
 
+TRUST_FLAG = "--i-trust-this-file"       # convert's acknowledgement that it runs the file's code
+
+
 def convert(src: str, dst: str) -> None:
     """Re-save a checkpoint of an older surf_mini as plain data. UNSAFE for files you did not
     make: this one read uses the unrestricted unpickler, which runs what the file holds."""
@@ -206,9 +229,11 @@ def main(argv=None) -> None:
     e.add_argument("src")
     e.add_argument("dst")
     v = sub.add_parser("convert", help="UNSAFE for files you did not make: re-save an older "
-                                       "checkpoint as plain data")
+                                       f"checkpoint as plain data (needs {TRUST_FLAG})")
     v.add_argument("src")
     v.add_argument("dst")
+    v.add_argument(TRUST_FLAG, dest="trusted", action="store_true",
+                   help="acknowledge that convert runs whatever code the file holds")
     a = p.parse_args(argv)
     if a.cmd == "check":
         for path in a.paths:
@@ -219,6 +244,9 @@ def main(argv=None) -> None:
     else:
         if not os.path.isfile(a.src):
             raise _fail(a.src, "not found")
+        if not a.trusted:                      # the one unsafe read must be asked for by name
+            raise _fail(a.src, f"not converted: convert runs any code the file holds; add {TRUST_FLAG} "
+                               f"only if you trust it (e.g. you wrote it yourself)")
         convert(a.src, a.dst)
 
 

@@ -7,6 +7,9 @@ stops a GPU budget on a CPU) is here, once.
 from __future__ import annotations
 
 import argparse
+import glob
+import math
+import os
 import sys
 
 import torch
@@ -100,16 +103,39 @@ def add_training_options(p: argparse.ArgumentParser, ckpt_every: int) -> None:
 
 
 def check_training_options(p: argparse.ArgumentParser, args, needs_teacher: tuple) -> None:
-    """The checks of ``add_training_options``' values, one ``parser.error`` line each."""
+    """The checks of ``add_training_options``' values, one ``parser.error`` line each, made
+    before any data is read: a bad value stops the run at once instead of as a traceback (or a
+    quietly different run) minutes in. ``args.out`` must be set (the script's default) first."""
     if args.teacher and args.mode not in needs_teacher:
         p.error(f"--teacher is only used by modes {', '.join(needs_teacher)}")
     if min(args.steps, args.teacher_steps, args.batch) < 1:
         p.error("--steps, --teacher-steps and --batch must be positive")
-    if args.minutes is not None and args.minutes <= 0:
-        p.error("--minutes must be positive")
-    if not 0.0 <= args.ema <= 1.0:
-        p.error("--ema must be in [0, 1]")
+    # math.isfinite first: NaN fails every comparison, so "nan <= 0" alone lets it through
+    # (--minutes nan quietly cut the run; --lr nan trained NaNs).
+    if not (math.isfinite(args.lr) and args.lr > 0):
+        p.error(f"--lr must be a finite positive number, not {args.lr:g}")
+    if args.minutes is not None and not (math.isfinite(args.minutes) and args.minutes > 0):
+        p.error(f"--minutes must be a finite positive number, not {args.minutes:g}")
+    if not (math.isfinite(args.ema) and 0.0 <= args.ema <= 1.0):
+        p.error(f"--ema must be a number in [0, 1], not {args.ema:g}")
+    if args.warmup < 0:
+        p.error(f"--warmup must be at least 0 (0: no warm-up), not {args.warmup}")
+    if args.ckpt_every < 1:                      # the loop takes step % ckpt_every
+        p.error(f"--ckpt-every must be at least 1, not {args.ckpt_every}")
+    if args.threads is not None and args.threads < 1:
+        p.error(f"--threads must be at least 1, not {args.threads}")
+    check_run_folder(p, args.out, args.resume)
     check_batch(p, args.batch)
+
+
+def check_run_folder(p: argparse.ArgumentParser, out: str, resume: bool) -> None:
+    """``--out`` must be a folder (or not exist yet), and ``--resume`` needs a stage checkpoint
+    in it: resuming a folder without one would quietly start a fresh run instead."""
+    if os.path.exists(out) and not os.path.isdir(out):
+        p.error(f"--out {out} is an existing file, not a folder; give a folder for the run")
+    if resume and not glob.glob(os.path.join(glob.escape(out), "*.pt")):
+        p.error(f"--resume: {out} holds no stage checkpoint (*.pt) to resume; drop --resume to "
+                f"start a fresh run there")
 
 
 def training_plan(args, flops: float, networks: str, needs_teacher: tuple, world: int = 1) -> str:
